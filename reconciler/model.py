@@ -1,0 +1,280 @@
+"""Frozen dataclasses for every kind of state file, and the whole state they form.
+
+Pure data: no I/O. ``path`` is the file each object came from, for error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+ComponentType = Literal["service", "web-app", "scheduled-task", "manual-task", "proxy"]
+Visibility = Literal["project", "organization", "public"]
+Scalar = str | int | float | bool
+
+LABEL_PREFIX = "reconciler.io"
+"""The one prefix of the tool's own labels and annotations on every object it renders."""
+MANAGED_BY = "reconciler"
+
+KIND_ORDER = (
+    "CustomResourceDefinition", "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy",
+    "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "PersistentVolumeClaim",
+    "Service", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob",
+    "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "HTTPRoute",
+)
+"""Apply order: what others depend on first. Kinds not listed follow, by name."""
+
+WORKLOAD_TYPES = ("service", "web-app", "proxy")
+TASK_TYPES = ("scheduled-task", "manual-task")
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    roles: tuple[str, ...]
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Organization:
+    name: str
+    default_pipeline: str
+    groups: tuple[Group, ...]
+    path: str = "organization.yaml"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    context: str
+    labels: Mapping[str, str]
+    path: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    environment: str
+    promotion: Literal["auto", "manual"]
+    requires_pull_request: bool
+    approvers: tuple[str, ...]
+    soak_time: str | None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    stages: tuple[Stage, ...]
+    path: str
+
+    @property
+    def environments(self) -> tuple[str, ...]:
+        return tuple(stage.environment for stage in self.stages)
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    production: bool
+    clusters: tuple[str, ...]
+    secret_recipients: tuple[str, ...]
+    path: str
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A dependency: ``service`` is ``project/component/endpoint`` or a third-party name."""
+
+    name: str
+    service: str
+    version: str
+    env: Mapping[str, str]
+    path: str
+    index: int
+    owner_key: str = "connections"
+
+    @property
+    def is_platform_service(self) -> bool:
+        return "/" in self.service
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    pipelines: tuple[str, ...]
+    connections: tuple[Connection, ...]
+    path: str
+
+
+@dataclass(frozen=True)
+class Track:
+    version: str
+    branch: str | None = None
+    image: str | None = None
+    auto_deploy: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.branch or self.image or ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    port: int
+    type: str
+    visibility: Visibility
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    path: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Configurable:
+    name: str
+    secret: bool = False
+    required: bool = False
+    default: Scalar | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    project: str
+    name: str
+    type: ComponentType
+    pipeline: str | None
+    source_repository: str
+    source_path: str
+    tracks: tuple[Track, ...]
+    replicas: int
+    resources: Resources
+    schedule: str | None
+    endpoints: tuple[Endpoint, ...]
+    readiness: Probe | None
+    liveness: Probe | None
+    configurables: tuple[Configurable, ...]
+    connections: tuple[Connection, ...]
+    summary: str
+    labels: tuple[str, ...]
+    overview: str | None
+    path: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project}/{self.name}"
+
+    def track(self, name: str) -> Track | None:
+        return next((t for t in self.tracks if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class Build:
+    project: str
+    component: str
+    commit: str
+    track: str
+    image: str
+    built_at: str
+    scan_status: str | None
+    path: str
+
+
+@dataclass(frozen=True)
+class Release:
+    environment: str
+    project: str
+    component: str
+    commit: str
+    image: str
+    version: str
+    released_at: str
+    path: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project}/{self.component}"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Config:
+    env: Mapping[str, Scalar]
+    files: tuple[ConfigFile, ...]
+    replicas: int | None
+    resources: Resources | None
+    path: str
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """An encrypted secrets file: key names are plain, values stay ciphertext here."""
+
+    encrypted: Mapping[str, str]
+    sops: Mapping[str, object]
+    path: str
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(sorted(self.encrypted))
+
+
+@dataclass(frozen=True)
+class ThirdPartyService:
+    name: str
+    version: str
+    url: str
+    summary: str
+    labels: tuple[str, ...]
+    path: str
+
+
+ComponentKey = tuple[str, str]
+EnvComponentKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class State:
+    """A whole state repo at one revision."""
+
+    organization: Organization
+    revision: str
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
+    pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
+    environments: Mapping[str, Environment] = field(default_factory=dict)
+    projects: Mapping[str, Project] = field(default_factory=dict)
+    components: Mapping[ComponentKey, Component] = field(default_factory=dict)
+    builds: Mapping[tuple[str, str, str], Build] = field(default_factory=dict)
+    releases: Mapping[EnvComponentKey, Release] = field(default_factory=dict)
+    component_configs: Mapping[ComponentKey, Config] = field(default_factory=dict)
+    environment_configs: Mapping[EnvComponentKey, Config] = field(default_factory=dict)
+    secrets: Mapping[EnvComponentKey, Secrets] = field(default_factory=dict)
+    third_party: Mapping[str, ThirdPartyService] = field(default_factory=dict)
+    templates: Mapping[str, str] = field(default_factory=dict)
+    files: frozenset[str] = frozenset()
+
+    def project_pipelines(self, project: str) -> tuple[str, ...]:
+        found = self.projects.get(project)
+        if found and found.pipelines:
+            return found.pipelines
+        return (self.organization.default_pipeline,)
+
+    def component_pipeline(self, component: Component) -> str:
+        return component.pipeline or self.project_pipelines(component.project)[0]
+
+    def releases_in(self, environment: str) -> list[Release]:
+        return [r for key, r in sorted(self.releases.items()) if key[0] == environment]

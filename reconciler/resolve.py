@@ -1,0 +1,155 @@
+"""Per environment: releases plus merged configuration and connections.
+
+The result, a ``DesiredRelease`` per component released in the environment, is all a
+template needs: no file, Git or template knowledge remains past this point.
+Configuration merges lowest first: configurable defaults, the component's config, the
+environment's config, then the connections' parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from reconciler.errors import ReconcilerError
+from reconciler.model import (
+    Component,
+    ConfigFile,
+    Connection,
+    Environment,
+    Release,
+    Resources,
+    Scalar,
+    Secrets,
+    State,
+)
+from reconciler.state import namespace_name, service_name
+
+CLUSTER_DOMAIN = "svc.cluster.local"
+_SCHEMES = {"REST": "http", "GraphQL": "http", "WS": "ws", "gRPC": "grpc", "TCP": "tcp"}
+
+
+@dataclass(frozen=True)
+class DesiredRelease:
+    """One component as it should run in one environment."""
+
+    environment: Environment
+    namespace: str
+    release: Release
+    component: Component
+    env: Mapping[str, str]
+    files: tuple[ConfigFile, ...]
+    secrets: Secrets | None
+    replicas: int
+    resources: Resources
+    config_hash: str
+
+    @property
+    def project(self) -> str:
+        return self.component.project
+
+
+def resolve_environment(state: State, environment: str, project: str | None = None,
+                        component: str | None = None) -> list[DesiredRelease]:
+    """Every release of ``environment`` (optionally one project or component), resolved."""
+    found = state.environments.get(environment)
+    if found is None:
+        known = ", ".join(sorted(state.environments)) or "none"
+        raise ReconcilerError(f"unknown environment {environment!r} (environments: {known})")
+    if project is not None and project not in state.projects:
+        raise ReconcilerError(f"unknown project {project!r}")
+    if component is not None:
+        if project is None:
+            raise ReconcilerError("--component needs --project")
+        if (project, component) not in state.components:
+            raise ReconcilerError(f"unknown component {project}/{component}")
+    return [
+        _resolve(state, found, release)
+        for release in state.releases_in(environment)
+        if (project is None or release.project == project)
+        and (component is None or release.component == component)
+    ]
+
+
+def _resolve(state: State, environment: Environment, release: Release) -> DesiredRelease:
+    component = state.components[(release.project, release.component)]
+    key = (environment.name, release.project, release.component)
+    component_config = state.component_configs.get(key[1:])
+    environment_config = state.environment_configs.get(key)
+    env: dict[str, str] = {
+        c.name: _text(c.default)
+        for c in component.configurables
+        if c.default is not None and not c.secret
+    }
+    files: dict[str, ConfigFile] = {}
+    replicas, resources = component.replicas, component.resources
+    for config in (component_config, environment_config):
+        if config is None:
+            continue
+        env.update((name, _text(value)) for name, value in config.env.items())
+        files.update((f.path, f) for f in config.files)
+        replicas = config.replicas if config.replicas is not None else replicas
+        resources = _merge_resources(resources, config.resources)
+    project = state.projects.get(component.project)
+    connections = (project.connections if project else ()) + component.connections
+    for connection in connections:
+        env.update(_connection_env(state, environment.name, connection))
+    secrets = state.secrets.get(key)
+    ordered_files = tuple(files[p] for p in sorted(files))
+    config_hash = _hash({
+        "image": release.image,
+        "env": env,
+        "files": [[f.path, f.content] for f in ordered_files],
+        "secrets": dict(secrets.encrypted) if secrets else {},
+    })
+    return DesiredRelease(
+        environment=environment,
+        namespace=namespace_name(release.project, environment.name),
+        release=release,
+        component=component,
+        env=dict(sorted(env.items())),
+        files=ordered_files,
+        secrets=secrets,
+        replicas=replicas,
+        resources=resources,
+        config_hash=config_hash,
+    )
+
+
+def _merge_resources(base: Resources, override: Resources | None) -> Resources:
+    if override is None:
+        return base
+    return Resources(override.cpu or base.cpu, override.memory or base.memory)
+
+
+def _connection_env(state: State, environment: str, connection: Connection) -> dict[str, str]:
+    if connection.is_platform_service:
+        project, component_name, endpoint_name = connection.service.split("/")
+        target = state.components[(project, component_name)]
+        endpoint = next(e for e in target.endpoints if e.name == endpoint_name)
+        host = f"{service_name(target.name, endpoint.name)}.{namespace_name(project, environment)}"
+        host = f"{host}.{CLUSTER_DOMAIN}"
+        port = str(endpoint.port)
+        url = f"{_SCHEMES[endpoint.type]}://{host}:{port}"
+    else:
+        service = state.third_party[connection.service]
+        url = service.url
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = str(parts.port or (443 if parts.scheme == "https" else 80))
+    values = {"url": url, "host": host, "port": port}
+    return {variable: values[parameter] for parameter, variable in connection.env.items()}
+
+
+def _text(value: Scalar | None) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _hash(content: object) -> str:
+    encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()

@@ -1,0 +1,164 @@
+"""JSON Schema validation of state files against the bundled ``schemas/``.
+
+Each kind has one schema; unknown keys are rejected so a typo is an error, not a
+silent default. Errors become ``Problem``s at the line of the offending key, worded
+from the schema's ``x-error`` hints rather than raw regular expressions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import jsonschema
+from croniter import croniter
+from referencing import Registry, Resource
+
+from reconciler.errors import Problem
+from reconciler.resources import data_dir
+from reconciler.yamlio import Document
+
+KIND_SCHEMAS = {
+    "Organization": "organization",
+    "Cluster": "cluster",
+    "Pipeline": "pipeline",
+    "Environment": "environment",
+    "Project": "project",
+    "Component": "component",
+    "Build": "build",
+    "Release": "release",
+    "Config": "config",
+    "Secrets": "secrets",
+    "ThirdPartyService": "third-party-service",
+}
+
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+format_checker = jsonschema.FormatChecker(formats=())
+
+
+@format_checker.checks("cron")
+def is_cron(value: object) -> bool:
+    """Kubernetes CronJob syntax: five fields or a macro, no seconds field."""
+    if not isinstance(value, str):
+        return True
+    text = value.strip()
+    if text in _CRON_MACROS:
+        return True
+    return len(text.split()) == 5 and bool(croniter.is_valid(text))
+
+
+@format_checker.checks("date-time")
+def is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in value and parsed.tzinfo is not None
+
+
+@cache
+def _validators() -> dict[str, jsonschema.protocols.Validator]:
+    folder = data_dir("schemas")
+    documents = {p.name: json.loads(p.read_text()) for p in folder.glob("*.schema.json")}
+    registry: Registry[Any] = Registry().with_resources(
+        (name, Resource.from_contents(doc)) for name, doc in documents.items()
+    )
+    return {
+        kind: jsonschema.Draft202012Validator(
+            documents[f"{stem}.schema.json"], registry=registry, format_checker=format_checker
+        )
+        for kind, stem in KIND_SCHEMAS.items()
+    }
+
+
+def expected_kind_problem(document: Document, kind: str) -> Problem | None:
+    found = document.data.get("kind")
+    if found == kind:
+        return None
+    return Problem(document.path, document.line_of(["kind"]), f"kind must be {kind}, not {found!r}")
+
+
+def validate(document: Document, kind: str) -> list[Problem]:
+    """Every schema problem of a document that should be of ``kind``."""
+    validator = _validators()[kind]
+    problems = [_problem(document, error) for error in _leaf_errors(validator, document.data)]
+    return sorted(set(problems))
+
+
+def _leaf_errors(validator: Any, data: Any) -> Iterator[jsonschema.ValidationError]:
+    for error in validator.iter_errors(data):
+        yield from _explain(error)
+
+
+def _explain(error: jsonschema.ValidationError) -> Iterator[jsonschema.ValidationError]:
+    """Descend into if/then, allOf and oneOf groups unless the schema has its own words."""
+    if isinstance(error.schema, dict) and "x-error" in error.schema:
+        yield error
+    elif error.validator in ("allOf",) and error.context:
+        for sub in error.context:
+            yield from _explain(sub)
+    else:
+        yield error
+
+
+def _location(path: Any) -> str:
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    return text
+
+
+def _problem(document: Document, error: jsonschema.ValidationError) -> Problem:
+    path = list(error.absolute_path)
+    where = _location(path)
+    prefix = f"{where}: " if where else ""
+    hint = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(str(k) for k in error.instance if k not in allowed)
+        key = unknown[0] if unknown else ""
+        names = ", ".join(repr(k) for k in unknown)
+        message = f"{prefix}unknown key {names}"
+        if allowed:
+            message += f" (allowed: {', '.join(sorted(allowed))})"
+        return Problem(document.path, document.line_of([*path, key]), message)
+    if error.validator == "required":
+        message = f"{prefix}{hint}" if hint else f"{prefix}missing required key {_missing(error)}"
+        return Problem(document.path, document.line_of(path), message)
+    if error.validator == "propertyNames" and hint is None:
+        return Problem(document.path, document.line_of(path), f"{prefix}{error.message}")
+    if hint:
+        shown = error.instance if not isinstance(error.instance, dict | list) else ""
+        message = f"{prefix}{shown!r} {hint}" if shown != "" else f"{prefix}{hint}"
+        if error.validator in ("not", "oneOf") or isinstance(error.instance, dict | list):
+            message = f"{prefix}{hint}"
+        return Problem(document.path, document.line_of(path), message)
+    if error.validator == "const":
+        message = f"{prefix}must be {error.validator_value!r}, not {error.instance!r}"
+        return Problem(document.path, document.line_of(path), message)
+    if error.validator == "enum":
+        choices = ", ".join(str(v) for v in error.validator_value)
+        message = f"{prefix}{error.instance!r} is not one of: {choices}"
+        return Problem(document.path, document.line_of(path), message)
+    if error.validator == "type":
+        message = f"{prefix}must be of type {error.validator_value}, not {_type_name(error.instance)}"
+        return Problem(document.path, document.line_of(path), message)
+    return Problem(document.path, document.line_of(path), f"{prefix}{error.message}")
+
+
+def _missing(error: jsonschema.ValidationError) -> str:
+    message = error.message
+    return message.split(" is a required property")[0]
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
