@@ -1,57 +1,86 @@
 """YAML in and out.
 
-State files are read with ruamel.yaml so every value keeps its line number for error
-messages, and so hostile input (alias bombs, huge or deeply nested files, duplicate
-keys, tabs) becomes a clear error instead of a hang or a traceback. Rendered manifests,
-which the tool itself produces by the thousand, go through PyYAML's C loader and
-dumper, which are an order of magnitude faster.
+State files are parsed with libyaml (through PyYAML's C parser), which is dozens of times
+faster than a pure-Python parser on repos of thousands of files. The node tree keeps every
+value's line for error messages, scalars resolve by the YAML 1.2 core schema (``on`` and
+``yes`` stay strings), and hostile input (alias bombs, deep nesting, huge files, duplicate
+keys, tabs, custom tags) becomes a clear error instead of a hang, a crash or a traceback.
+Rendered manifests go out through the C dumper for the same reason.
 """
 
 from __future__ import annotations
 
-import datetime
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml as pyyaml
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+import yaml_rs
+from yaml.events import CollectionEndEvent, CollectionStartEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.errors import ReconcilerError
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 200_000
+MAX_DEPTH = 100
 
 JsonPath = Sequence[str | int]
+
+_BaseLoader: Any = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+
+
+class _Yaml12Loader(_BaseLoader):  # type: ignore[misc]
+    """libyaml parsing with the YAML 1.2 core schema's implicit types."""
+
+    yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+):
+    _Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern),
+                                        list(_first))
+
+_STR, _NULL, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
 @dataclass(frozen=True)
 class Document:
-    """A parsed state file: plain data plus the ruamel tree that knows line numbers."""
+    """A parsed state file: plain data plus the node tree that knows line numbers."""
 
     path: str
     data: dict[str, Any]
-    tree: CommentedMap
+    tree: MappingNode
 
     def line_of(self, where: JsonPath) -> int:
         """The 1-based line of the deepest node of ``where`` that exists in the file."""
-        node: Any = self.tree
-        line = node.lc.line + 1
+        node: Node = self.tree
+        line = node.start_mark.line + 1
         for step in where:
-            try:
-                if isinstance(node, CommentedMap) and step in node:
-                    line = node.lc.key(step)[0] + 1
-                    node = node[step]
-                elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
-                    line = node.lc.item(step)[0] + 1
-                    node = node[step]
-                else:
+            if isinstance(node, MappingNode):
+                pair = next((p for p in node.value if _is_key(p[0], step)), None)
+                if pair is None:
                     break
-            except (KeyError, TypeError, AttributeError):
+                line, node = pair[0].start_mark.line + 1, pair[1]
+            elif isinstance(node, SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+                line = node.start_mark.line + 1
+            else:
                 break
         return line
+
+
+def _is_key(node: Node, step: str | int) -> bool:
+    return isinstance(node, ScalarNode) and node.value == str(step)
 
 
 class YamlFileError(ReconcilerError):
@@ -66,81 +95,122 @@ def load_state_file(path: str, content: bytes) -> Document:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlFileError(f"file is not valid UTF-8 (byte {exc.start})", path) from None
-    parser = YAML(typ="rt")
-    parser.allow_duplicate_keys = False
     try:
-        documents = [d for d in parser.load_all(text) if d is not None]
-    except MarkedYAMLError as exc:
-        raise _marked_error(path, exc) from None
-    except YAMLError as exc:
+        _check_depth(path, text)
+        nodes = list(pyyaml.compose_all(text, Loader=_Yaml12Loader))
+    except pyyaml.MarkedYAMLError as exc:
+        raise _marked_error(path, text, exc) from None
+    except pyyaml.YAMLError as exc:
         raise YamlFileError(f"invalid YAML: {exc}", path) from None
-    except RecursionError:
-        raise YamlFileError("invalid YAML: nesting is too deep", path) from None
-    if not documents:
+    nodes = [n for n in nodes if not (isinstance(n, ScalarNode) and n.tag == _NULL)]
+    if not nodes:
         raise YamlFileError("file is empty", path, 1)
-    if len(documents) > 1:
-        raise YamlFileError("file must hold one YAML document, found several", path)
-    tree = documents[0]
-    if not isinstance(tree, CommentedMap):
-        raise YamlFileError("file must hold a YAML mapping", path, 1)
-    budget = [MAX_NODES]
-    try:
-        data = _to_plain(tree, budget)
-    except RecursionError:
-        raise YamlFileError("invalid YAML: nesting is too deep", path) from None
-    except _TooBig:
-        raise YamlFileError(
-            f"document expands to more than {MAX_NODES} values (an alias bomb?)", path
-        ) from None
+    if len(nodes) > 1:
+        raise YamlFileError("file must hold one YAML document, found several", path,
+                            nodes[1].start_mark.line + 1)
+    tree = nodes[0]
+    if not isinstance(tree, MappingNode):
+        raise YamlFileError("file must hold a YAML mapping", path, tree.start_mark.line + 1)
+    data = _Converter(path).convert(tree)
     return Document(path, data, tree)
 
 
-def _marked_error(path: str, exc: MarkedYAMLError) -> YamlFileError:
+def _check_depth(path: str, text: str) -> None:
+    """libyaml's composer recurses in C and crashes on deep nesting: refuse it first."""
+    depth = 0
+    for event in pyyaml.parse(text, Loader=_Yaml12Loader):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise YamlFileError(f"invalid YAML: nested more than {MAX_DEPTH} levels deep",
+                                    path, line)
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
+def _marked_error(path: str, text: str, exc: pyyaml.MarkedYAMLError) -> YamlFileError:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark is not None else 0
     problem = exc.problem or exc.context or "invalid YAML"
-    if "\t" in problem or "'\\t'" in problem:
-        problem = "tab characters are not allowed for indentation"
-    elif "duplicate key" in problem:
-        problem = f"duplicate key {problem.split('duplicate key', 1)[1].strip()}"
+    if mark is not None and text[mark.index:mark.index + 1] == "\t":
+        problem = "tab characters are not allowed in YAML indentation"
     return YamlFileError(f"invalid YAML: {problem}", path, line)
 
 
-class _TooBig(Exception):
-    pass
+class _Converter:
+    """Node tree -> plain data, refusing duplicate keys, custom tags and alias bombs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.budget = MAX_NODES
+
+    def convert(self, node: Node) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise YamlFileError(f"document expands to more than {MAX_NODES} values "
+                                "(an alias bomb?)", self.path)
+        if isinstance(node, MappingNode):
+            return self._mapping(node)
+        if isinstance(node, SequenceNode):
+            self._tag(node, _SEQ)
+            return [self.convert(item) for item in node.value]
+        return self._scalar(node)
+
+    def _mapping(self, node: MappingNode) -> dict[str, Any]:
+        self._tag(node, _MAP)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise self._error(key_node, "keys must be plain values, not lists or mappings")
+            key = key_node.value
+            if key == "<<" and key_node.tag != _STR:
+                raise self._error(key_node, "merge keys (<<) are not supported")
+            if key in result:
+                raise self._error(key_node, f"duplicate key {key!r}")
+            result[key] = self.convert(value_node)
+        return result
+
+    def _scalar(self, node: Node) -> Any:
+        value: str = node.value
+        tag = node.tag
+        if tag == _STR:
+            return value
+        if tag == _NULL:
+            return None
+        if tag == _BOOL:
+            return value.lower() == "true"
+        if tag == _INT:
+            if value.startswith(("0o", "0x")):
+                return int(value[2:], 8 if value[1] == "o" else 16)
+            return int(value)
+        if tag == _FLOAT:
+            lowered = value.lower()
+            if lowered.endswith(".inf"):
+                return -math.inf if lowered.startswith("-") else math.inf
+            return math.nan if lowered == ".nan" else float(value)
+        raise self._error(node, f"tag {tag} is not allowed")
+
+    def _tag(self, node: Node, expected: str) -> None:
+        if node.tag != expected:
+            raise self._error(node, f"tag {node.tag} is not allowed")
+
+    def _error(self, node: Node, message: str) -> YamlFileError:
+        return YamlFileError(f"invalid YAML: {message}", self.path, node.start_mark.line + 1)
 
 
-def _to_plain(node: Any, budget: list[int]) -> Any:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _TooBig
-    if isinstance(node, Mapping):
-        return {_scalar_key(k): _to_plain(v, budget) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_to_plain(v, budget) for v in node]
-    return _scalar(node)
+ManifestError = yaml_rs.YAMLDecodeError
 
 
-def _scalar_key(key: Any) -> str:
-    return key if isinstance(key, str) else str(_scalar(key))
+def load_manifests(text: str) -> list[Any]:
+    """Parse the multi-document YAML a template produced (raises ManifestError).
 
-
-def _scalar(value: Any) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, datetime.datetime | datetime.date):
-        text = value.isoformat()
-        return text.replace("+00:00", "Z")
-    return str(value)
-
-
-_FAST_LOADER = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+    yaml-rs (YAML 1.2, native) parses the thousands of rendered documents of a large
+    environment an order of magnitude faster than PyYAML.
+    """
+    loaded = yaml_rs.loads(text, parse_datetime=False)
+    documents = loaded if isinstance(loaded, list) else [loaded]
+    return [d for d in documents if d is not None]
 
 
 class _ManifestDumper(getattr(pyyaml, "CSafeDumper", pyyaml.SafeDumper)):  # type: ignore[misc]
@@ -153,14 +223,6 @@ def _represent_str(dumper: pyyaml.SafeDumper, value: str) -> pyyaml.ScalarNode:
 
 
 _ManifestDumper.add_representer(str, _represent_str)
-
-
-def load_manifests(text: str) -> list[Any]:
-    """Parse the multi-document YAML a template produced (raises pyyaml.YAMLError)."""
-    return [d for d in pyyaml.load_all(text, Loader=_FAST_LOADER) if d is not None]
-
-
-ManifestError = pyyaml.YAMLError
 
 
 def dump_manifests(objects: Sequence[Mapping[str, Any]]) -> str:
