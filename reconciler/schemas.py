@@ -111,7 +111,9 @@ def validate(document: Document, kind: str) -> list[Problem]:
     if _fast_validators()[kind].is_valid(document.data):
         return []
     validator = _validators()[kind]
-    problems = [_problem(document, error) for error in _leaf_errors(validator, document.data)]
+    show_values = kind != "Secrets"
+    problems = [_problem(document, error, show_values)
+                for error in _leaf_errors(validator, document.data)]
     return sorted(set(problems))
 
 
@@ -138,11 +140,15 @@ def _location(path: Any) -> str:
     return text
 
 
-def _problem(document: Document, error: jsonschema.ValidationError) -> Problem:
+def _problem(document: Document, error: jsonschema.ValidationError, show_values: bool) -> Problem:
+    """One schema error in a user's words; ``show_values`` is off where values are secret."""
     path = list(error.absolute_path)
     where = _location(path)
     prefix = f"{where}: " if where else ""
     hint = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    if not show_values and error.validator not in ("additionalProperties", "required"):
+        message = f"{prefix}{hint or 'invalid value (' + str(error.validator) + ')'}"
+        return Problem(document.path, document.line_of(path), message)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
         unknown = sorted(str(k) for k in error.instance if k not in allowed)
