@@ -155,18 +155,21 @@ class _Loader:
             elif path.startswith(_STATE_FOLDERS) and not _is_free_file(path):
                 self.problem(path, 0, "unexpected file: not part of the state repo layout")
         valid: list[tuple[str, str, tuple[str, ...]]] = []
+        broken: set[tuple[str, tuple[str, ...]]] = set()
         for path, kind, groups in typed:
-            document = self._parse(path, kind)
-            if document is not None:
+            if self._parse(path, kind) is None:
+                broken.add((kind, groups))
+            else:
                 valid.append((path, kind, groups))
-        if ORGANIZATION_FILE not in self.documents and not any(
-            p.path == ORGANIZATION_FILE for p in self.problems
-        ):
+        if ("Organization", ()) in broken:
+            raise InvalidState(self.problems)
+        if not any(kind == "Organization" for _, kind, _ in valid):
             self.problem(ORGANIZATION_FILE, 0, "missing: every state repo needs one")
-        if self.problems:
             raise InvalidState(self.problems)
         state = self._build(valid, frozenset(files), templates)
-        _Checker(state, self.problem).check()
+        # References are checked even when some files are broken, so one run reports
+        # every problem; names whose own file is broken count as existing.
+        _Checker(state, self.problem, frozenset(broken)).check()
         if self.problems:
             raise InvalidState(self.problems)
         return state
@@ -380,11 +383,20 @@ Report = Callable[[str, list[Any] | int, str], None]
 
 
 class _Checker:
-    """Reference checks across files; each finding goes to ``report``."""
+    """Reference checks across files; each finding goes to ``report``.
 
-    def __init__(self, state: State, report: Report) -> None:
+    ``broken`` holds (kind, path groups) of files that failed to parse or validate: they
+    are not in ``state``, but a reference to them is not reported again.
+    """
+
+    def __init__(self, state: State, report: Report,
+                 broken: frozenset[tuple[str, tuple[str, ...]]] = frozenset()) -> None:
         self.state = state
         self.report = report
+        self.broken = broken
+
+    def _broken(self, kind: str, *key: str) -> bool:
+        return (kind, key) in self.broken
 
     def check(self) -> None:
         self._organization()
@@ -410,7 +422,8 @@ class _Checker:
 
     def _organization(self) -> None:
         organization = self.state.organization
-        if organization.default_pipeline not in self.state.pipelines:
+        if (organization.default_pipeline not in self.state.pipelines
+                and not self._broken("Pipeline", organization.default_pipeline)):
             self.report(organization.path, ["defaultPipeline"],
                         f"unknown pipeline {organization.default_pipeline!r}")
         for name, count in Counter(g.name for g in organization.groups).items():
@@ -422,7 +435,8 @@ class _Checker:
         seen: set[str] = set()
         for index, stage in enumerate(pipeline.stages):
             where: list[Any] = ["stages", index, "environment"]
-            if stage.environment not in self.state.environments:
+            if (stage.environment not in self.state.environments
+                    and not self._broken("Environment", stage.environment)):
                 self.report(pipeline.path, where, f"unknown environment {stage.environment!r}")
             if stage.environment in seen:
                 self.report(pipeline.path, where,
@@ -435,12 +449,12 @@ class _Checker:
 
     def _environment(self, environment: Environment) -> None:
         for index, cluster in enumerate(environment.clusters):
-            if cluster not in self.state.clusters:
+            if cluster not in self.state.clusters and not self._broken("Cluster", cluster):
                 self.report(environment.path, ["clusters", index], f"unknown cluster {cluster!r}")
 
     def _project(self, project: Project) -> None:
         for index, pipeline in enumerate(project.pipelines):
-            if pipeline not in self.state.pipelines:
+            if pipeline not in self.state.pipelines and not self._broken("Pipeline", pipeline):
                 self.report(project.path, ["pipelines", index], f"unknown pipeline {pipeline!r}")
         for connection in project.connections:
             self._connection(project.name, connection)
@@ -448,10 +462,11 @@ class _Checker:
     def _component(self, component: Component) -> None:
         state = self.state
         path = component.path
-        if component.project not in state.projects:
+        project_broken = self._broken("Project", component.project)
+        if component.project not in state.projects and not project_broken:
             self.report(path, 1, f"project {component.project!r} has no project.yaml")
         allowed = state.project_pipelines(component.project)
-        if component.pipeline and component.pipeline not in allowed:
+        if component.pipeline and component.pipeline not in allowed and not project_broken:
             self.report(path, ["pipeline"], f"pipeline {component.pipeline!r} is not one of "
                         f"project {component.project}'s pipelines: {', '.join(allowed)}")
         self._unique(path, "tracks", [t.name for t in component.tracks], "track")
@@ -495,6 +510,8 @@ class _Checker:
         where: list[Any] = ["connections", connection.index, "service"]
         if not connection.is_platform_service:
             service = self.state.third_party.get(connection.service)
+            if service is None and self._broken("ThirdPartyService", connection.service):
+                return
             if service is None:
                 self.report(connection.path, where,
                             f"unknown service {connection.service!r}: not a third-party service "
@@ -507,6 +524,8 @@ class _Checker:
             return
         target_project, target_component, endpoint_name = connection.service.split("/")
         target = self.state.components.get((target_project, target_component))
+        if target is None and self._broken("Component", target_project, target_component):
+            return
         if target is None:
             self.report(connection.path, where,
                         f"unknown component {target_project}/{target_component}")
@@ -525,6 +544,8 @@ class _Checker:
 
     def _build(self, build: Build) -> None:
         component = self.state.components.get((build.project, build.component))
+        if component is None and self._broken("Component", build.project, build.component):
+            return
         if component is None:
             self.report(build.path, ["component"],
                         f"unknown component {build.project}/{build.component}")
@@ -539,7 +560,7 @@ class _Checker:
                         f"image is not from the track's repository {track.image}")
 
     def _component_config(self, key: tuple[str, str], config: Config) -> None:
-        if key not in self.state.components:
+        if key not in self.state.components and not self._broken("Component", *key):
             self.report(config.path, 1, f"no component {key[0]}/{key[1]} for this config")
         for field in ("replicas", "resources"):
             if getattr(config, field) is not None:
@@ -560,10 +581,12 @@ class _Checker:
     def _environment_folder(self, key: tuple[str, str, str], path: str) -> bool:
         environment, project, component = key
         if environment not in self.state.environments:
-            self.report(path, 0, f"environment {environment!r} has no environment.yaml")
+            if not self._broken("Environment", environment):
+                self.report(path, 0, f"environment {environment!r} has no environment.yaml")
             return False
         if (project, component) not in self.state.components:
-            self.report(path, 0, f"unknown component {project}/{component}")
+            if not self._broken("Component", project, component):
+                self.report(path, 0, f"unknown component {project}/{component}")
             return False
         return True
 
@@ -575,14 +598,18 @@ class _Checker:
         component = state.components[(release.project, release.component)]
         pipeline_name = state.component_pipeline(component)
         pipeline = state.pipelines.get(pipeline_name)
-        if pipeline and release.environment not in pipeline.environments:
+        if (pipeline and release.environment not in pipeline.environments
+                and not self._broken("Project", release.project)):
             self.report(release.path, 1, f"environment {release.environment!r} is not a stage "
                         f"of {component.ref}'s pipeline {pipeline_name!r}")
         namespace = namespace_name(release.project, release.environment)
         if len(namespace) > 63:
             self.report(release.path, 1, f"namespace {namespace!r} is longer than 63 characters")
         build = state.builds.get((release.project, release.component, release.commit))
-        if build is None:
+        if build is None and self._broken("Build", release.project, release.component,
+                                          release.commit):
+            pass
+        elif build is None:
             self.report(release.path, ["commit"],
                         f"no registered build of {component.ref} for commit {release.commit}")
         elif build.image != release.image:
@@ -601,6 +628,9 @@ class _Checker:
             return
         project, component, _ = connection.service.split("/")
         target = self.state.releases.get((release.environment, project, component))
+        if target is None and (self._broken("Release", release.environment, project, component)
+                               or self._broken("Component", project, component)):
+            return
         if target is None:
             self.report(release.path, 1, f"connection {connection.name!r} needs "
                         f"{project}/{component}, which has no release in {release.environment}")
@@ -611,6 +641,9 @@ class _Checker:
 
     def _required_configurables(self, release: Release, component: Component) -> None:
         key = (release.environment, release.project, release.component)
+        if (self._broken("Config", *key) or self._broken("Config", *key[1:])
+                or self._broken("Secrets", *key)):
+            return
         provided: set[str] = set()
         for config in (self.state.component_configs.get(key[1:]),
                        self.state.environment_configs.get(key)):

@@ -219,3 +219,21 @@ def test_config_for_an_environment_that_does_not_exist(repo: Path, run: Run) -> 
 def test_missing_organization_file(repo: Path, run: Run) -> None:
     (repo / "organization.yaml").unlink()
     assert "error: organization.yaml:1: missing: every state repo needs one" in errors_after(run)
+
+
+def test_broken_files_do_not_hide_reference_problems_elsewhere(repo: Path, run: Run) -> None:
+    edit(repo, "environments/staging/environment.yaml", "name: staging", "name: Staging")
+    edit(repo, "pipelines/standard.yaml", "environment: production", "environment: prod")
+    errors = errors_after(run)
+    assert any("environments/staging/environment.yaml" in e and "not a valid name" in e
+               for e in errors)
+    assert any("pipelines/standard.yaml" in e and "unknown environment 'prod'" in e
+               for e in errors)
+    assert not any("unknown environment 'staging'" in e or "has no environment.yaml" in e
+                   for e in errors), "a broken file's name still counts as existing"
+
+
+def test_broken_config_does_not_claim_missing_configurables(repo: Path, run: Run) -> None:
+    edit(repo, f"{STAGING}/config.yaml", "env:", "envv:")
+    errors = errors_after(run)
+    assert len(errors) == 1 and "unknown key 'envv'" in errors[0]
