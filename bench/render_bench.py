@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import ENVIRONMENTS, generate  # noqa: E402
+from reconciler.render import render_environment
+from reconciler.state import WorkTree, load_state
+from reconciler.yamlio import dump_manifests
 
-from reconciler.render import render_environment  # noqa: E402
-from reconciler.state import WorkTree, load_state  # noqa: E402
-from reconciler.yamlio import dump_manifests  # noqa: E402
+from generate import ENVIRONMENTS, generate
 
 
 def main() -> None:

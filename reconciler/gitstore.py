@@ -44,7 +44,7 @@ class GitTree:
         yield from _walk(self.repository, self.commit.tree, "")
 
     def read(self, path: str, limit: int) -> bytes:
-        blob = self.commit.tree[path]
+        blob = self.repository[self.commit.tree[path].id].peel(pygit2.Blob)
         if blob.size > limit:
             return b"\0" * (limit + 1)
         data: bytes = blob.data

@@ -36,7 +36,9 @@ def _definitions() -> Any:
 
 @cache
 def _registry() -> Registry[Any]:
-    return Registry().with_resource(_DEFINITIONS, Resource.from_contents(_definitions()))
+    registry: Registry[Any] = Registry().with_resource(
+        _DEFINITIONS, Resource.from_contents(_definitions()))
+    return registry
 
 
 @cache

@@ -13,7 +13,7 @@ import datetime
 import json
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import jsonschema_rs
@@ -145,12 +145,13 @@ def _problem(document: Document, error: jsonschema.ValidationError, show_values:
     path = list(error.absolute_path)
     where = _location(path)
     prefix = f"{where}: " if where else ""
-    hint = error.schema.get("x-error") if isinstance(error.schema, dict) else None
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    hint = schema.get("x-error")
     if not show_values and error.validator not in ("additionalProperties", "required"):
         message = f"{prefix}{hint or 'invalid value (' + str(error.validator) + ')'}"
         return Problem(document.path, document.line_of(path), message)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
+        allowed = set(schema.get("properties", {}))
         unknown = sorted(str(k) for k in error.instance if k not in allowed)
         key = unknown[0] if unknown else ""
         names = ", ".join(repr(k) for k in unknown)
@@ -164,16 +165,15 @@ def _problem(document: Document, error: jsonschema.ValidationError, show_values:
     if error.validator == "propertyNames" and hint is None:
         return Problem(document.path, document.line_of(path), f"{prefix}{error.message}")
     if hint:
-        shown = error.instance if not isinstance(error.instance, dict | list) else ""
-        message = f"{prefix}{shown!r} {hint}" if shown != "" else f"{prefix}{hint}"
-        if error.validator in ("not", "oneOf") or isinstance(error.instance, dict | list):
-            message = f"{prefix}{hint}"
+        value = error.instance
+        plain = not isinstance(value, dict | list) and error.validator not in ("not", "oneOf")
+        message = f"{prefix}{value!r} {hint}" if plain else f"{prefix}{hint}"
         return Problem(document.path, document.line_of(path), message)
     if error.validator == "const":
         message = f"{prefix}must be {error.validator_value!r}, not {error.instance!r}"
         return Problem(document.path, document.line_of(path), message)
     if error.validator == "enum":
-        choices = ", ".join(str(v) for v in error.validator_value)
+        choices = ", ".join(str(v) for v in cast(list[Any], error.validator_value))
         message = f"{prefix}{error.instance!r} is not one of: {choices}"
         return Problem(document.path, document.line_of(path), message)
     if error.validator == "type":
@@ -183,7 +183,7 @@ def _problem(document: Document, error: jsonschema.ValidationError, show_values:
 
 
 def _missing(error: jsonschema.ValidationError) -> str:
-    message = error.message
+    message: str = error.message
     return message.split(" is a required property")[0]
 
 

@@ -140,7 +140,7 @@ class _Loader:
         typed: list[tuple[str, str, tuple[str, ...]]] = []
         for path, is_link in self.reader.entries():
             if is_link:
-                if path.startswith(_STATE_FOLDERS + (TEMPLATES_FOLDER,)):
+                if path.startswith((*_STATE_FOLDERS, TEMPLATES_FOLDER)):
                     self.problem(path, 0, "symbolic links are not allowed in a state repo")
                 continue
             files.add(path)
@@ -410,8 +410,8 @@ class _Checker:
             self._component(component)
         for build in self.state.builds.values():
             self._build(build)
-        for key, config in self.state.component_configs.items():
-            self._component_config(key, config)
+        for component_key, config in self.state.component_configs.items():
+            self._component_config(component_key, config)
         for key, config in self.state.environment_configs.items():
             self._environment_folder(key, config.path)
             self._no_secret_in_config(key[1:], config)

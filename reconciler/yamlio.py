@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml as pyyaml
 import yaml_rs
@@ -35,7 +35,7 @@ _BaseLoader: Any = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
 class _Yaml12Loader(_BaseLoader):  # type: ignore[misc]
     """libyaml parsing with the YAML 1.2 core schema's implicit types."""
 
-    yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {}
 
 
 for _tag, _pattern, _first in (

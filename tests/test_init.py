@@ -29,7 +29,7 @@ def test_example_is_a_valid_committed_git_repo(tmp_path: Path) -> None:
 def test_example_is_realistic(tmp_path: Path) -> None:
     target = tmp_path / "acme"
     invoke("init", str(target), "--example")
-    code, out, _ = invoke("--repo", str(target), "-o", "json", "validate")
+    code, _, _ = invoke("--repo", str(target), "-o", "json", "validate")
     assert code == 0
     clusters = {p.stem for p in (target / "clusters").glob("*.yaml")}
     assert len(clusters) == 3
