@@ -25,8 +25,6 @@ KIND_ORDER = (
 )
 """Apply order: what others depend on first. Kinds not listed follow, by name."""
 
-WORKLOAD_TYPES = ("service", "web-app", "proxy")
-TASK_TYPES = ("scheduled-task", "manual-task")
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,6 @@ class Connection:
     env: Mapping[str, str]
     path: str
     index: int
-    owner_key: str = "connections"
 
     @property
     def is_platform_service(self) -> bool:

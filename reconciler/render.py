@@ -15,10 +15,10 @@ import json
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from reconciler import k8sschema
@@ -74,8 +74,11 @@ class _Templates:
     def _load(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
         if name in self.overrides:
             return self.overrides[name], TEMPLATES_FOLDER + name, lambda: True
-        file = self.builtin / name
-        if ".." in Path(name).parts or not file.is_file():
+        try:
+            file = self.builtin.joinpath(*split_template_path(name))
+        except jinja2.TemplateNotFound:
+            return None
+        if not file.is_file():
             return None
         return file.read_text(), _BUILTIN_PREFIX + "templates/" + name, lambda: True
 
@@ -291,9 +294,6 @@ class _Renderer:
             if key in seen:
                 self.problems.append(Problem("", 0, f"{_describe(obj)} is rendered twice"))
             seen.add(key)
-
-
-_CLUSTER_SCOPED_ALLOWED = {"Namespace"}
 
 
 def _ownership_problem(obj: Object, namespace: str) -> str | None:

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from reconciler import schemas
 from reconciler.errors import InvalidState, Problem, ReconcilerError
 from reconciler.model import (
-    TASK_TYPES,
     Build,
     Cluster,
     Component,
@@ -662,7 +661,3 @@ class _Checker:
         if missing:
             self.report(release.path, 1, f"{release.environment} lacks required configurables "
                         f"of {component.ref}: {', '.join(missing)}")
-
-
-def is_task(component: Component) -> bool:
-    return component.type in TASK_TYPES

@@ -237,3 +237,15 @@ def test_broken_config_does_not_claim_missing_configurables(repo: Path, run: Run
     edit(repo, f"{STAGING}/config.yaml", "env:", "envv:")
     errors = errors_after(run)
     assert len(errors) == 1 and "unknown key 'envv'" in errors[0]
+
+
+def test_symbolic_links_in_a_commit_are_refused_too(repo: Path, run: Run) -> None:
+    from conftest import commit_all
+
+    target = repo / "clusters/prod-us.yaml"
+    target.unlink()
+    target.symlink_to("prod-eu.yaml")
+    commit_all(repo, "link a cluster file")
+    result = run("--revision", "HEAD", "validate")
+    assert "error: clusters/prod-us.yaml:1: symbolic links are not allowed in a state repo" in (
+        result.errors)

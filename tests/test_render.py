@@ -354,3 +354,14 @@ def test_invalid_state_is_not_rendered(repo: Path, run: Run) -> None:
     edit(repo, "clusters/prod-eu.yaml", "name: prod-eu", "name: Prod")
     result = run("render", "--env", "production")
     assert result.exit_code == 1 and result.stdout == ""
+
+
+def test_templates_cannot_include_files_outside_the_template_folders(repo: Path,
+                                                                     run: Run) -> None:
+    for name in ("/etc/passwd", "../../../../etc/passwd"):
+        write(repo, "templates/service/sneaky.yaml.j2", f'{{% include "{name}" %}}\n',
+              header=False)
+        result = run("render", "--env", "production", "--project", "identity")
+        assert result.exit_code == 1
+        assert "root:" not in result.stdout + result.stderr
+        assert any("sneaky.yaml.j2" in e and "passwd" in e for e in result.errors), result.errors
