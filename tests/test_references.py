@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import Run, edit, line_of, write
+from conftest import Run, commit_all, edit, line_of, write
 
 CHECKOUT = "projects/shop/components/checkout/component.yaml"
 STOREFRONT = "projects/shop/components/storefront/component.yaml"
@@ -240,8 +240,6 @@ def test_broken_config_does_not_claim_missing_configurables(repo: Path, run: Run
 
 
 def test_symbolic_links_in_a_commit_are_refused_too(repo: Path, run: Run) -> None:
-    from conftest import commit_all
-
     target = repo / "clusters/prod-us.yaml"
     target.unlink()
     target.symlink_to("prod-eu.yaml")
