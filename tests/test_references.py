@@ -247,3 +247,9 @@ def test_symbolic_links_in_a_commit_are_refused_too(repo: Path, run: Run) -> Non
     result = run("--revision", "HEAD", "validate")
     assert "error: clusters/prod-us.yaml:1: symbolic links are not allowed in a state repo" in (
         result.errors)
+
+
+def test_component_of_a_project_without_project_file(repo: Path, run: Run) -> None:
+    (repo / "projects/identity/project.yaml").unlink()
+    assert ("error: projects/identity/components/auth/component.yaml:1: project 'identity' has "
+            "no project.yaml") in errors_after(run)
