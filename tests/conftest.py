@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import kubernetes
 import pygit2
 import pytest
 from click.testing import CliRunner
+from kubernetes.client import ApiClient
 
 from reconciler.cli import cli
 from reconciler.example import init_state_repo
@@ -89,3 +95,58 @@ def line_of(repo: Path, relative: str, text: str) -> int:
         if text in line:
             return number
     raise AssertionError(f"{text!r} not in {relative}")
+
+
+# --- A real Kubernetes control plane (testenv/), shared by the integration tests ---
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def controlplane_module() -> Any:
+    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "testenv/controlplane.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An admin kubeconfig for etcd + kube-apiserver + controllers + KWOK nodes, up once."""
+    controlplane = controlplane_module()
+    try:
+        binaries = controlplane.build()
+    except controlplane.TestEnvError as exc:
+        pytest.fail(f"{exc}. The integration tests need Go 1.26+ (apt-get install golang or "
+                    "https://go.dev/dl) and the Go module proxy to build the control plane.")
+    state = tmp_path_factory.mktemp("controlplane")
+    kubeconfig = controlplane.up(state, binaries)
+    yield kubeconfig
+    controlplane.down(state)
+
+
+@pytest.fixture
+def api_client(control_plane: Path) -> Iterator[ApiClient]:
+    client = kubernetes.config.new_client_from_config(config_file=str(control_plane))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(api_client: ApiClient) -> Iterator[str]:
+    """A fresh namespace with its default service account, deleted afterwards."""
+    core = kubernetes.client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for(lambda: bool(core.list_namespaced_service_account(
+        name, field_selector="metadata.name=default").items), "default service account")
+    yield name
+    core.delete_namespace(name)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)

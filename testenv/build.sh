@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build (or reuse) the test control plane binaries from testenv/go.mod.
+# Prints the directory holding them as its last line.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+command -v go >/dev/null || {
+  echo "error: Go is needed to build the test control plane: install Go 1.26 or newer (apt-get install golang, or https://go.dev/dl)" >&2
+  exit 1
+}
+key=$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-16)
+cache="${RECONCILER_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reconciler-testenv}/$key"
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+complete=1
+for binary in "${binaries[@]}"; do [ -x "$cache/bin/$binary" ] || complete=0; done
+if [ "$complete" = 1 ]; then
+  echo "$cache/bin"
+  exit 0
+fi
+cd "$here"
+kubernetes=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+major_minor=${kubernetes#v}; major=${major_minor%%.*}; minor=${major_minor#*.}; minor=${minor%%.*}
+ldflags="-s -w"
+for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $package.gitVersion=$kubernetes -X $package.gitMajor=$major -X $package.gitMinor=$minor"
+done
+echo "building the test control plane ($kubernetes, $(go list -m -f '{{.Path}} {{.Version}}' go.etcd.io/etcd/server/v3 sigs.k8s.io/kwok | tr '\n' ' ')) into $cache; the first build takes a while" >&2
+mkdir -p "$cache/tmp"
+start=$(date +%s)
+GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache/tmp/" \
+  k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  sigs.k8s.io/kwok/cmd/kwok
+GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/tmp/etcd" go.etcd.io/etcd/server/v3
+mv "$cache/tmp" "$cache/bin.new" && rm -rf "$cache/bin" && mv "$cache/bin.new" "$cache/bin"
+echo "built in $(( $(date +%s) - start )) s" >&2
+echo "$cache/bin"
