@@ -12,6 +12,7 @@ cache="${RECONCILER_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reconciler-te
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 complete=1
 for binary in "${binaries[@]}"; do [ -x "$cache/bin/$binary" ] || complete=0; done
+[ -f "$cache/bin/kwok-stages.yaml" ] || complete=0
 if [ "$complete" = 1 ]; then
   echo "$cache/bin"
   exit 0
@@ -32,6 +33,13 @@ GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache/tmp/" \
   k8s.io/kubernetes/cmd/kube-scheduler \
   sigs.k8s.io/kwok/cmd/kwok
 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/tmp/etcd" go.etcd.io/etcd/server/v3
+# KWOK's binary has no built-in behaviour: its "fast" stages (nodes Ready at once, pods
+# Ready, Job pods Succeeded) and lease heartbeats ship as YAML in its module.
+stages="$(GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+for file in "$stages"/node/fast/node-*.yaml "$stages"/node/heartbeat-with-lease/node-*.yaml \
+            "$stages"/pod/fast/pod-*.yaml; do
+  echo "---"; cat "$file"
+done > "$cache/tmp/kwok-stages.yaml"
 mv "$cache/tmp" "$cache/bin.new" && rm -rf "$cache/bin" && mv "$cache/bin.new" "$cache/bin"
 echo "built in $(( $(date +%s) - start )) s" >&2
 echo "$cache/bin"

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -124,7 +125,7 @@ def _wait(what: str, check: object, processes: dict[str, subprocess.Popen[bytes]
         for name, process in processes.items():
             if process.poll() is not None:
                 raise TestEnvError(f"{name} exited with {process.returncode} while waiting for "
-                                   f"{what}; its log: {logs / (name + '.log')}")
+                                   f"{what}; the end of its log:\n{_tail(logs / (name + '.log'))}")
         try:
             if check():  # type: ignore[operator]
                 return
@@ -132,6 +133,13 @@ def _wait(what: str, check: object, processes: dict[str, subprocess.Popen[bytes]
             pass
         time.sleep(0.2)
     raise TestEnvError(f"timed out after {timeout:.0f} s waiting for {what}; logs in {logs}")
+
+
+def _tail(log: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _node(name: str) -> dict[str, object]:
@@ -209,6 +217,7 @@ def up(state: Path, bin_dir: Path | None = None, nodes: int = 2) -> Path:
               "--bind-address", "127.0.0.1", "--secure-port", str(ports["scheduler"]),
               "--leader-elect=false", "--cert-dir", str(state / "scheduler-certs"))
         start("kwok", "--kubeconfig", str(kubeconfig), "--manage-all-nodes=false",
+              "--config", str(binaries / "kwok-stages.yaml"),
               "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
               "--node-ip=10.244.0.1", "--cidr=10.244.0.0/16",
               "--node-lease-duration-seconds=40",
@@ -255,11 +264,11 @@ def down(state: Path) -> None:
         pids: dict[str, int] = json.loads(pids_file.read_text())
         for pid in reversed(list(pids.values())):
             _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
-            time.sleep(0.1)
+        _wait_gone(pids.values(), 15)
         for pid in pids.values():
-            _signal(pid, signal.SIGKILL)
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
+        _wait_gone(pids.values(), 5)
     if state.exists():
         subprocess.run(["rm", "-rf", str(state)], check=False)
 
@@ -269,18 +278,22 @@ def _signal(pid: int, number: int) -> None:
         os.killpg(pid, number)
 
 
+def _wait_gone(pids: Iterable[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+
+
 def _alive(pid: int) -> bool:
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished:
+    """Running: not gone, and not a zombie (ours are reaped here; others by init)."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0]:
             return False
-    except ChildProcessError:
-        pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
         return False
-    return True
+    return fields[0] != "Z"
 
 
 def main() -> int:

@@ -57,10 +57,11 @@ def test_managed_fields_show_the_field_manager(api_client: ApiClient, namespace:
                                                           kind="Deployment")
     applied = deployments.server_side_apply(body=deployment(namespace, 1), namespace=namespace,
                                             field_manager=MANAGER)
-    entries = [m for m in applied.metadata.managedFields if m.manager == MANAGER]
+    managed = applied.to_dict()["metadata"]["managedFields"]
+    entries = [m for m in managed if m["manager"] == MANAGER]
     assert len(entries) == 1
-    assert entries[0].operation == "Apply"
-    assert "f:replicas" in entries[0].fieldsV1["f:spec"]
+    assert entries[0]["operation"] == "Apply"
+    assert "f:replicas" in entries[0]["fieldsV1"]["f:spec"]
 
 
 def test_server_side_dry_run_returns_the_merged_object_without_storing_it(
