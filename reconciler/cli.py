@@ -10,11 +10,13 @@ from typing import Any
 
 import click
 
-from reconciler import __version__
-from reconciler.errors import ReconcilerError
+from reconciler import __version__, promotion
+from reconciler import history as audit_log
+from reconciler.errors import ReconcilerError, UsageError
 from reconciler.example import init_state_repo
-from reconciler.gitstore import GitTree, head_revision, is_dirty
+from reconciler.gitstore import GitTree, head_revision, is_dirty, transact
 from reconciler.model import Secrets, State
+from reconciler.promotion import Outcome, split_ref
 from reconciler.render import Rendered, render_environment
 from reconciler.state import TreeReader, WorkTree, load_state
 from reconciler.yamlio import dump_manifests
@@ -161,6 +163,283 @@ def render(ctx: click.Context, environment: str, project: str | None, component:
         _print_table(("KIND", "NAMESPACE", "NAME"), rows)
 
 
+def _write(ctx: click.Context, operation: Any, target_branch: str | None = None) -> None:
+    """Run a write operation on the newest tip of main and report what it did."""
+    if ctx.obj["revision"]:
+        raise UsageError("--revision reads an old commit; writes always go to the newest tip")
+    outcomes: list[Outcome] = []
+
+    def run(tree: GitTree) -> Any:
+        outcome = operation(tree)
+        outcomes[:] = [outcome]
+        return outcome.write
+
+    written = transact(ctx.obj["repo"], run, target_branch=target_branch)
+    click.echo(outcomes[-1].summary if outcomes else "nothing to do")
+    if written is not None:
+        where = f"pushed {written.branch} to origin" if written.pushed else f"on {written.branch}"
+        click.echo(f"commit {written.commit[:12]} {where}")
+        if written.warning:
+            click.echo(f"warning: {written.warning}", err=True)
+
+
+@cli.group()
+def build() -> None:
+    """Register and list immutable build records."""
+
+
+@build.command("register")
+@click.argument("component")
+@click.option("--commit", "source_commit", required=True, help="Source commit (40 hex digits).")
+@click.option("--image", required=True, help="The image by digest: REPOSITORY@sha256:DIGEST.")
+@click.option("--track", help="The deployment track (default: the component's first).")
+@click.pass_context
+def build_register(ctx: click.Context, component: str, source_commit: str, image: str,
+                   track: str | None) -> None:
+    """Record that COMPONENT (PROJECT/NAME) was built from --commit into --image.
+
+    Registering the same commit again keeps only the newest image. A build on an
+    autoDeploy track whose pipeline starts with `promotion: auto` is deployed to the first
+    stage in the same commit.
+    """
+    split_ref(component)
+    _write(ctx, promotion.build_register(component, source_commit, image, track))
+
+
+@build.command("list")
+@click.argument("component", required=False)
+@_output_option
+@click.pass_context
+def build_list(ctx: click.Context, component: str | None) -> None:
+    """List registered builds, newest first (optionally of one COMPONENT)."""
+    state = _state(ctx)
+    key = split_ref(component) if component else None
+    builds = sorted((b for (p, c, _), b in state.builds.items() if key in (None, (p, c))),
+                    key=lambda b: (b.built_at, b.commit), reverse=True)
+    rows = [{"component": f"{b.project}/{b.component}", "commit": b.commit, "track": b.track,
+             "image": b.image, "builtAt": b.built_at, "scan": b.scan_status or ""}
+            for b in builds]
+    _print_rows(ctx, rows, ("component", "commit", "track", "image", "builtAt", "scan"),
+                short={"commit": 12})
+
+
+@cli.command("deploy")
+@click.argument("component")
+@click.option("--commit", "source_commit", help="A registered build's commit (default: the "
+              "newest build of the default track).")
+@click.pass_context
+def deploy_command(ctx: click.Context, component: str, source_commit: str | None) -> None:
+    """Deploy a build of COMPONENT into the first environment of its pipeline."""
+    _write(ctx, promotion.deploy(component, source_commit))
+
+
+@cli.command("promote")
+@click.argument("component")
+@click.option("--to", "environment", required=True, help="The next stage of the pipeline.")
+@click.option("--branch", is_flag=True, help="Commit on promote/<project>/<component>/<env> "
+              "and push that branch for a pull request instead of main.")
+@click.pass_context
+def promote_command(ctx: click.Context, component: str, environment: str, branch: bool) -> None:
+    """Promote COMPONENT's release from the previous stage into --to.
+
+    Refused when --to is not the next stage, the previous stage has no release, the stage
+    needs a pull request and --branch is missing, the soak time has not passed, or the
+    environment lacks a required configurable.
+    """
+    project, name = split_ref(component)
+    target = f"promote/{project}/{name}/{environment}" if branch else None
+    _write(ctx, promotion.promote(component, environment, branch), target_branch=target)
+
+
+@cli.command("rollback")
+@click.argument("component")
+@click.option("--env", "environment", required=True)
+@click.option("--to", "to", metavar="RELEASE", help="A source commit or image digest (prefix) "
+              "released there before (default: the previous one).")
+@click.pass_context
+def rollback_command(ctx: click.Context, component: str, environment: str,
+                     to: str | None) -> None:
+    """Release again a build that Git history shows ran in ENV before (a new commit)."""
+    project, name = split_ref(component)
+    releases = audit_log.release_history(ctx.obj["repo"], environment, project, name)
+    _write(ctx, promotion.rollback(component, environment, releases, to))
+
+
+@cli.group()
+def config() -> None:
+    """Set, unset and list configuration (not secrets) per component and environment."""
+
+
+@config.command("set")
+@click.argument("component")
+@click.argument("assignment", metavar="KEY=VALUE")
+@click.option("--env", "environment", help="Only this environment (default: all).")
+@click.pass_context
+def config_set(ctx: click.Context, component: str, assignment: str,
+               environment: str | None) -> None:
+    """Set an environment variable of COMPONENT, keeping the file's comments and order."""
+    key, separator, value = assignment.partition("=")
+    if not separator or not key:
+        raise UsageError(f"{assignment!r} is not KEY=VALUE")
+    _write(ctx, promotion.config_edit(component, environment, key, value))
+
+
+@config.command("unset")
+@click.argument("component")
+@click.argument("key")
+@click.option("--env", "environment", help="Only this environment (default: all).")
+@click.pass_context
+def config_unset(ctx: click.Context, component: str, key: str, environment: str | None) -> None:
+    """Remove an environment variable from COMPONENT's config."""
+    _write(ctx, promotion.config_edit(component, environment, key, None))
+
+
+@config.command("list")
+@click.argument("component")
+@click.option("--env", "environment", help="The effective configuration in this environment.")
+@_output_option
+@click.pass_context
+def config_list(ctx: click.Context, component: str, environment: str | None) -> None:
+    """List COMPONENT's configuration and where each value comes from (secrets: names only)."""
+    state = _state(ctx)
+    project, name = split_ref(component)
+    found = state.components.get((project, name))
+    if found is None:
+        raise ReconcilerError(f"unknown component {component}")
+    if environment is not None and environment not in state.environments:
+        raise ReconcilerError(f"unknown environment {environment!r}")
+    values: dict[str, tuple[str, str]] = {
+        c.name: (str(c.default), "default") for c in found.configurables
+        if c.default is not None and not c.secret}
+    layers = [("component", state.component_configs.get((project, name)))]
+    if environment:
+        layers.append((environment, state.environment_configs.get((environment, project, name))))
+    for source, layer in layers:
+        for key, value in (layer.env.items() if layer else ()):
+            values[key] = (str(value).lower() if isinstance(value, bool) else str(value), source)
+    secrets = state.secrets.get((environment, project, name)) if environment else None
+    for key in secrets.keys if secrets else ():
+        values[key] = ("(secret)", f"{environment} secrets")
+    rows = [{"key": k, "value": v, "source": s} for k, (v, s) in sorted(values.items())]
+    _print_rows(ctx, rows, ("key", "value", "source"))
+
+
+@cli.command()
+@click.option("--env", "environment", help="Only this environment.")
+@_output_option
+@click.pass_context
+def status(ctx: click.Context, environment: str | None) -> None:
+    """The matrix of components x environments: version, short digest and age of each release."""
+    state = _state(ctx)
+    environments = _environment_order(state)
+    if environment:
+        if environment not in state.environments:
+            raise ReconcilerError(f"unknown environment {environment!r}")
+        environments = [environment]
+    now = promotion.now_utc()
+    cells = []
+    for (project, name) in sorted(state.components):
+        for env in environments:
+            release = state.releases.get((env, project, name))
+            if release:
+                cells.append({"component": f"{project}/{name}", "environment": env,
+                              "version": release.version, "image": release.image,
+                              "commit": release.commit, "releasedAt": release.released_at,
+                              "age": audit_log.age(release.released_at, now)})
+    if ctx.obj["output"] in ("json", "yaml"):
+        _print_data(ctx.obj["output"], cells)
+        return
+    table: dict[str, dict[str, str]] = {}
+    for cell in cells:
+        digest = cell["image"].split("@sha256:")[1][:7]
+        table.setdefault(cell["component"], {})[cell["environment"]] = (
+            f"{cell['version']} {digest} {cell['age']}")
+    rows = [(ref, *(table.get(ref, {}).get(env, "-") for env in environments))
+            for ref in sorted(f"{p}/{c}" for p, c in state.components)]
+    _print_table(("COMPONENT", *(e.upper() for e in environments)), rows)
+
+
+def _environment_order(state: State) -> list[str]:
+    ordered: list[str] = []
+    names = sorted(state.pipelines, key=lambda n: (n != state.organization.default_pipeline, n))
+    for pipeline in [state.pipelines[n] for n in names]:
+        for env in pipeline.environments:
+            if env not in ordered:
+                ordered.append(env)
+    return ordered + sorted(set(state.environments) - set(ordered))
+
+
+@cli.command("history")
+@click.argument("component", required=False)
+@click.option("--env", "environment", help="Only writes into (or from) this environment.")
+@click.option("--limit", type=int, default=0, help="At most this many (default: all).")
+@_output_option
+@click.pass_context
+def history_command(ctx: click.Context, component: str | None, environment: str | None,
+                    limit: int) -> None:
+    """Every write of the tool, newest first: when, who, what, from where to where."""
+    if component:
+        split_ref(component)
+    found = []
+    for event in audit_log.events(ctx.obj["repo"], component, environment,
+                                  ctx.obj["revision"] or "HEAD"):
+        found.append(event.as_dict())
+        if limit and len(found) >= limit:
+            break
+    _print_rows(ctx, found, ("time", "author", "operation", "component", "from_environment",
+                             "to_environment", "image", "commit"),
+                short={"commit": 12, "image": 0})
+
+
+@cli.command("audit")
+@click.option("--env", "environment", help="Only releases into this environment.")
+@_output_option
+@click.pass_context
+def audit_command(ctx: click.Context, environment: str | None) -> None:
+    """Prove build-once-promote over the whole history; exit 1 on any violation.
+
+    Every digest ever released to an environment must be a registered build and must have
+    been released in each earlier stage of its pipeline first; changes under environments/
+    or builds/ made without the tool are reported with their commit and path.
+    """
+    findings = audit_log.audit(ctx.obj["repo"], environment, ctx.obj["revision"] or "HEAD")
+    if ctx.obj["output"] in ("json", "yaml"):
+        _print_data(ctx.obj["output"], {"ok": not findings,
+                                        "findings": [f.as_dict() for f in findings]})
+    for finding in findings:
+        click.echo(f"error: {finding.path}:1: commit {finding.commit[:12]}: {finding.message}",
+                   err=True)
+    if findings:
+        ctx.exit(1)
+    if ctx.obj["output"] not in ("json", "yaml"):
+        click.echo("audit passed: every release went through its pipeline from a registered "
+                   "build")
+
+
+@cli.command("codeowners")
+@click.pass_context
+def codeowners_command(ctx: click.Context) -> None:
+    """Write CODEOWNERS from the organisation's groups and the pipelines' approvers, so the Git
+    host makes the right people approve promotion pull requests into each environment."""
+    _write(ctx, promotion.codeowners())
+
+
+def _print_rows(ctx: click.Context, rows: list[dict[str, str]], columns: tuple[str, ...],
+                short: Mapping[str, int] | None = None) -> None:
+    if ctx.obj["output"] in ("json", "yaml"):
+        _print_data(ctx.obj["output"], rows)
+        return
+    short = short or {}
+
+    def cell(column: str, value: str) -> str:
+        if column == "image" and "@sha256:" in value:
+            return value.split("@sha256:")[0] + "@" + value.split("@sha256:")[1][:7]
+        return value[: short[column]] if short.get(column) else value
+
+    _print_table(tuple(c.upper() for c in columns),
+                 [tuple(cell(c, str(row.get(c, ""))) or "-" for c in columns) for row in rows])
+
+
 def _cannot_decrypt(secrets: Secrets) -> Mapping[str, str]:
     raise ReconcilerError("cannot reveal secrets: this version cannot decrypt SOPS files yet",
                           secrets.path)
@@ -188,7 +467,7 @@ def _print_data(output: str, data: object) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(dump_manifests([data]) if isinstance(data, dict) else json.dumps(data))
+        click.echo(dump_manifests([data]), nl=False)
 
 
 def _print_table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:

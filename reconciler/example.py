@@ -58,7 +58,7 @@ def init_state_repo(path: Path, example: bool) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text.format(name=name))
         message = "init: new state repo"
-    return init_with_files(path, message + "\n")
+    return init_with_files(path, message + "\n\nOperation: init\n")
 
 
 def _organization_name(path: Path) -> str:

@@ -6,7 +6,12 @@ checkout and every write goes through one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import datetime
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
@@ -88,13 +93,307 @@ def init_with_files(path: Path, message: str) -> str:
     repository.index.add_all()
     repository.index.write()
     tree = repository.index.write_tree()
-    signature = _signature(repository)
+    try:
+        signature = author_signature(repository)
+    except ReconcilerError:
+        signature = pygit2.Signature("reconciler", "reconciler@localhost")
     commit = repository.create_commit("HEAD", signature, signature, message, tree, [])
     return str(commit)
 
 
-def _signature(repository: pygit2.Repository) -> pygit2.Signature:
+# --- Writing: one commit per operation, on the newest tip, pushed with retries ---
+
+PENDING_REF = "refs/reconciler/pending"
+_RETRYABLE = ("not present locally", "non-fast-forward", "nonfastforward", "fastforward",
+              "lock", "rejected", "fetch first")
+
+
+@dataclass(frozen=True)
+class Write:
+    """What one operation changes: file contents (None deletes) and the commit message."""
+
+    message: str
+    changes: Mapping[str, bytes | None]
+
+
+@dataclass(frozen=True)
+class Written:
+    commit: str
+    branch: str
+    pushed: bool
+    attempts: int
+    warning: str = ""
+
+
+Operation = Callable[[GitTree], Write | None]
+
+
+class _PushCallbacks(pygit2.RemoteCallbacks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: dict[str, str] = {}
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.rejected[refname] = message
+
+
+class _MovedRemote(Exception):
+    pass
+
+
+def author_signature(repository: pygit2.Repository) -> pygit2.Signature:
+    """Who writes: GIT_AUTHOR_NAME / GIT_AUTHOR_EMAIL (or EMAIL), else Git config."""
+    name = os.environ.get("GIT_AUTHOR_NAME") or os.environ.get("GIT_COMMITTER_NAME")
+    email = (os.environ.get("GIT_AUTHOR_EMAIL") or os.environ.get("GIT_COMMITTER_EMAIL")
+             or os.environ.get("EMAIL"))
+    config = repository.config
+    if not name and "user.name" in config:
+        name = config["user.name"]
+    if not email and "user.email" in config:
+        email = config["user.email"]
+    if not name or not email:
+        raise ReconcilerError("who is writing? Set git config user.name and user.email, or "
+                              "GIT_AUTHOR_NAME and GIT_AUTHOR_EMAIL")
+    return pygit2.Signature(name, email)
+
+
+def transact(path: Path, operation: Operation, *, branch: str = "main",
+             target_branch: str | None = None, attempts: int = 8) -> Written | None:
+    """Run ``operation`` on the newest tip of ``branch`` and commit what it returns.
+
+    With an ``origin`` remote: fetch first, commit on the remote's tip, push; when the push
+    is refused because the remote moved, fetch again and re-run the operation on the new
+    tip (never a textual rebase), up to ``attempts`` times with jittered backoff. Returns
+    None when the operation has nothing to do. ``target_branch`` (default ``branch``)
+    receives the commit; a different one is tool-owned and overwritten (pull requests).
+    """
+    repository = open_repository(path)
+    target = target_branch or branch
+    remote = repository.remotes["origin"] if "origin" in [r.name for r in repository.remotes] \
+        else None
+    for attempt in range(1, attempts + 1):
+        if remote is not None:
+            _fetch(remote)
+        base = _base(repository, branch, remote is not None)
+        write = operation(GitTree(path, str(base)))
+        if write is None:
+            return None
+        commit = _commit(repository, base, write)
+        if remote is None:
+            if not _update_work_tree(repository, target, commit):
+                raise ReconcilerError("your work tree has uncommitted changes to the files this "
+                                      "would write: commit or stash them; nothing was written")
+            _move_local(repository, target, commit, base if target == branch else None)
+            return Written(str(commit), target, False, attempt)
+        try:
+            _push(repository, remote, commit, target, force=target != branch)
+        except _MovedRemote:
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+            continue
+        repository.references.create(f"refs/remotes/origin/{target}", commit, force=True)
+        warning = ""
+        if _update_work_tree(repository, target, commit):
+            repository.references.create(f"refs/heads/{target}", commit, force=True)
+        else:
+            warning = (f"pushed, but your work tree has uncommitted changes to the files this "
+                       f"wrote, so it and local {target} were not updated: commit or stash "
+                       "them, then git pull")
+        return Written(str(commit), target, True, attempt, warning)
+    raise ReconcilerError(f"gave up after {attempts} attempts: the remote's {target} kept "
+                          "moving; nothing was written")
+
+
+def _fetch(remote: pygit2.Remote) -> None:
     try:
-        return repository.default_signature
-    except (KeyError, pygit2.GitError):
-        return pygit2.Signature("reconciler", "reconciler@localhost")
+        remote.fetch()
+    except pygit2.GitError as exc:
+        raise ReconcilerError(f"cannot fetch from origin ({remote.url}): {exc}") from None
+
+
+def _base(repository: pygit2.Repository, branch: str, has_remote: bool) -> pygit2.Oid:
+    local = repository.references.get(f"refs/heads/{branch}")
+    if not has_remote:
+        if local is None:
+            raise ReconcilerError(f"the state repo has no branch {branch!r}")
+        return _oid(local.target)
+    tracking = repository.references.get(f"refs/remotes/origin/{branch}")
+    if tracking is None:
+        raise ReconcilerError(f"origin has no branch {branch!r}")
+    if local is not None and local.target != tracking.target:
+        merge_base = repository.merge_base(local.target, tracking.target)
+        if merge_base != local.target:
+            raise ReconcilerError(f"local {branch} has commits that are not on origin: push or "
+                                  "drop them first; nothing was written")
+    return _oid(tracking.target)
+
+
+def _oid(target: pygit2.Oid | str) -> pygit2.Oid:
+    return target if isinstance(target, pygit2.Oid) else pygit2.Oid(hex=target)
+
+
+def _commit(repository: pygit2.Repository, base: pygit2.Oid, write: Write) -> pygit2.Oid:
+    parent = repository[base].peel(pygit2.Commit)
+    tree = _apply(repository, parent.tree, write.changes)
+    signature = author_signature(repository)
+    return repository.create_commit(None, signature, signature, write.message, tree, [base])
+
+
+def _apply(repository: pygit2.Repository, tree: pygit2.Tree | None,
+           changes: Mapping[str, bytes | None]) -> pygit2.Oid:
+    """A new tree: ``tree`` with ``changes`` (posix paths) written or deleted."""
+    builder = repository.TreeBuilder(tree) if tree is not None else repository.TreeBuilder()
+    here: dict[str, bytes | None] = {}
+    below: dict[str, dict[str, bytes | None]] = {}
+    for path, content in changes.items():
+        head, _, rest = path.partition("/")
+        if rest:
+            below.setdefault(head, {})[rest] = content
+        else:
+            here[head] = content
+    for name, content in here.items():
+        if content is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, repository.create_blob(content), pygit2.enums.FileMode.BLOB)
+    for name, subchanges in below.items():
+        entry = builder.get(name)
+        subtree = (repository[entry.id].peel(pygit2.Tree)
+                   if entry is not None and entry.filemode == pygit2.enums.FileMode.TREE else None)
+        new = _apply(repository, subtree, subchanges)
+        if len(repository[new].peel(pygit2.Tree)) == 0:
+            if entry is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, new, pygit2.enums.FileMode.TREE)
+    return builder.write()
+
+
+def _push(repository: pygit2.Repository, remote: pygit2.Remote, commit: pygit2.Oid,
+          target: str, force: bool) -> None:
+    repository.references.create(PENDING_REF, commit, force=True)
+    callbacks = _PushCallbacks()
+    try:
+        remote.push([f"{'+' if force else ''}{PENDING_REF}:refs/heads/{target}"],
+                    callbacks=callbacks)
+    except pygit2.GitError as exc:
+        if any(marker in str(exc).lower() for marker in _RETRYABLE):
+            raise _MovedRemote from None
+        raise ReconcilerError(f"cannot push to origin ({remote.url}): {exc}; nothing was "
+                              "written") from None
+    finally:
+        repository.references.delete(PENDING_REF)
+    if callbacks.rejected:
+        raise _MovedRemote
+
+
+def _move_local(repository: pygit2.Repository, branch: str, commit: pygit2.Oid,
+                expected: pygit2.Oid | None) -> None:
+    name = f"refs/heads/{branch}"
+    current = repository.references.get(name)
+    if expected is not None and (current is None or current.target != expected):
+        raise ReconcilerError(f"{branch} moved while writing; nothing was written")
+    repository.references.create(name, commit, force=True)
+
+
+def _update_work_tree(repository: pygit2.Repository, branch: str, commit: pygit2.Oid) -> bool:
+    """Bring a checked-out ``branch``'s work tree to ``commit`` before the branch moves;
+    False when uncommitted edits to the same files prevent it (nothing is touched then)."""
+    if repository.is_bare or repository.head_is_detached or repository.head_is_unborn:
+        return True
+    if repository.head.name != f"refs/heads/{branch}":
+        return True
+    try:
+        repository.checkout_tree(  # type: ignore[no-untyped-call]
+            repository[commit].peel(pygit2.Tree), strategy=pygit2.enums.CheckoutStrategy.SAFE)
+    except pygit2.GitError:
+        return False
+    return True
+
+
+# --- Reading history ---
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    time: str
+    author: str
+    subject: str
+    trailers: Mapping[str, str]
+    parents: tuple[str, ...]
+
+
+class Repository:
+    """Commits, blobs and changed paths of a state repo's history."""
+
+    def __init__(self, path: Path) -> None:
+        self.repository = open_repository(path)
+
+    def _commit(self, revision: str) -> pygit2.Commit:
+        try:
+            return self.repository.revparse_single(revision).peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            raise ReconcilerError(f"unknown revision {revision!r}") from None
+
+    def commits(self, revision: str, newest_first: bool) -> Iterator[CommitInfo]:
+        if self.repository.head_is_unborn and revision == "HEAD":
+            return
+        order = pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME
+        if not newest_first:
+            order |= pygit2.enums.SortMode.REVERSE
+        for commit in self.repository.walk(self._commit(revision).id, order):
+            moment = datetime.datetime.fromtimestamp(commit.commit_time, datetime.UTC)
+            yield CommitInfo(
+                id=str(commit.id), time=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                author=commit.author.name, subject=commit.message.split("\n", 1)[0],
+                trailers=commit.message_trailers,
+                parents=tuple(str(p) for p in commit.parent_ids))
+
+    def blob_id_at(self, commit: str, path: str) -> pygit2.Oid | None:
+        return _blob_id(self._commit(commit).tree, path)
+
+    def blob_at(self, commit: str, path: str) -> bytes | None:
+        try:
+            entry = self._commit(commit).tree[path]
+        except KeyError:
+            return None
+        blob = self.repository[entry.id]
+        return blob.data if isinstance(blob, pygit2.Blob) else None
+
+    def changes(self, info: CommitInfo, folders: Iterable[str]) -> list[tuple[str, bool]]:
+        """(path, deleted) under ``folders`` that ``info`` changed against its first parent;
+        for a merge, only those that match none of its other parents (its own edits)."""
+        commit = self._commit(info.id)
+        parents = [self._commit(p) for p in info.parents]
+        changed: list[tuple[str, bool]] = []
+        for folder in folders:
+            name = folder.rstrip("/")
+            new = _subtree(commit.tree, name)
+            old = _subtree(parents[0].tree, name) if parents else None
+            if new is None or (old is not None and old.id == new.id):
+                continue
+            diff = old.diff_to_tree(new) if old is not None else new.diff_to_tree(swap=True)
+            for delta in diff.deltas:
+                deleted = delta.status == pygit2.enums.DeltaStatus.DELETED
+                path = f"{name}/{(delta.old_file if deleted else delta.new_file).path}"
+                blob = None if deleted else delta.new_file.id
+                if any(_blob_id(p.tree, path) == blob for p in parents[1:]):
+                    continue
+                changed.append((path, deleted))
+        return changed
+
+
+def _subtree(tree: pygit2.Tree, name: str) -> pygit2.Tree | None:
+    try:
+        entry = tree[name]
+    except KeyError:
+        return None
+    return entry if isinstance(entry, pygit2.Tree) else None
+
+
+def _blob_id(tree: pygit2.Tree, path: str) -> pygit2.Oid | None:
+    try:
+        return tree[path].id
+    except KeyError:
+        return None

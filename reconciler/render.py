@@ -136,6 +136,16 @@ def _cluster(state: State, environment: str, name: str | None) -> Cluster | None
     return state.clusters[name]
 
 
+def release_ids(state: State, environment: str) -> dict[tuple[str, str], str]:
+    """The release id of every component released in ``environment``."""
+    templates = _Templates(state.templates)
+    return {
+        (desired.project, desired.component.name): release_id(
+            desired, templates.fingerprint(("component", desired.component.type)))
+        for desired in resolve_environment(state, environment)
+    }
+
+
 def release_id(desired: DesiredRelease, template_fingerprint: str) -> str:
     """Content hash of everything that makes a running release: any change, a new id."""
     digest = hashlib.sha256(f"{desired.config_hash}:{template_fingerprint}".encode())

@@ -661,3 +661,32 @@ class _Checker:
         if missing:
             self.report(release.path, 1, f"{release.environment} lacks required configurables "
                         f"of {component.ref}: {', '.join(missing)}")
+
+
+class Overlay:
+    """A snapshot with some files replaced (bytes) or deleted (None): the state as a write
+    would leave it, so the write can be validated in full before it is committed."""
+
+    def __init__(self, base: TreeReader, changes: Mapping[str, bytes | None]) -> None:
+        self.base = base
+        self.changes = dict(changes)
+
+    @property
+    def revision(self) -> str:
+        return self.base.revision
+
+    def entries(self) -> Iterable[tuple[str, bool]]:
+        for path, is_link in self.base.entries():
+            if path not in self.changes:
+                yield path, is_link
+        for path, content in sorted(self.changes.items()):
+            if content is not None:
+                yield path, False
+
+    def read(self, path: str, limit: int) -> bytes:
+        if path in self.changes:
+            content = self.changes[path]
+            if content is None:
+                raise FileNotFoundError(path)
+            return content[: limit + 1]
+        return self.base.read(path, limit)

@@ -10,9 +10,11 @@ Rendered manifests go out through the C dumper for the same reason.
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -225,8 +227,32 @@ def _represent_str(dumper: pyyaml.SafeDumper, value: str) -> pyyaml.ScalarNode:
 _ManifestDumper.add_representer(str, _represent_str)
 
 
-def dump_manifests(objects: Sequence[Mapping[str, Any]]) -> str:
-    """Kubernetes objects as one multi-document YAML stream, same input same bytes."""
+def dump_manifests(objects: Sequence[object]) -> str:
+    """Documents (Kubernetes objects) as one YAML stream, same input same bytes."""
     return pyyaml.dump_all(
         objects, Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=1000
     )
+
+
+def edit_mapping(content: bytes | None, template: str, edit: Callable[[Any], None]) -> bytes:
+    """Round-trip edit of a YAML mapping file, keeping its comments, order and formatting.
+
+    ``content`` None starts from ``template``. ``edit`` receives the ruamel mapping.
+    """
+    from ruamel.yaml import YAML  # the round-trip parser is slow: only writes pay for it
+
+    editor = YAML(typ="rt")
+    editor.preserve_quotes = True
+    editor.width = 4096
+    document = editor.load(content.decode("utf-8") if content is not None else template)
+    edit(document)
+    stream = io.StringIO()
+    editor.dump(document, stream)
+    return stream.getvalue().encode("utf-8")
+
+
+def mapping_document(fields: Mapping[str, object]) -> bytes:
+    """A small generated state file: ``key: value`` lines, strings quoted as JSON."""
+    lines = [f"{key}: {json.dumps(value) if isinstance(value, str) else value}"
+             for key, value in fields.items()]
+    return ("\n".join(lines) + "\n").encode("utf-8")

@@ -97,6 +97,69 @@ def line_of(repo: Path, relative: str, text: str) -> int:
     raise AssertionError(f"{text!r} not in {relative}")
 
 
+# --- State repos behind a real bare remote, and the CLI as a developer runs it ---
+
+DIGEST = "sha256:" + "e" * 64
+NEW_COMMIT = "c" * 40
+CHECKOUT_IMAGE = f"registry.acme.example/shop/checkout@{DIGEST}"
+IDENTITY = {"GIT_AUTHOR_NAME": "Dana Developer", "GIT_AUTHOR_EMAIL": "dana@acme.example"}
+
+
+@pytest.fixture
+def remote(repo: Path, tmp_path: Path) -> Path:
+    """A bare remote holding the example state repo."""
+    bare = tmp_path / "remote.git"
+    pygit2.clone_repository(str(repo), str(bare), bare=True)
+    return bare
+
+
+def clone(remote: Path, where: Path) -> Path:
+    pygit2.clone_repository(str(remote), str(where))
+    return where
+
+
+@pytest.fixture
+def work(remote: Path, tmp_path: Path) -> Path:
+    return clone(remote, tmp_path / "work")
+
+
+def cli_in(path: Path, *args: str) -> Result:
+    result = CliRunner(env=IDENTITY).invoke(cli, ["--repo", str(path), *args])
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
+def refs(remote: Path) -> dict[str, str]:
+    repository = pygit2.Repository(str(remote))
+    return {name: str(repository.references[name].target) for name in repository.references}
+
+
+def tip(remote: Path, branch: str = "main") -> pygit2.Commit:
+    repository = pygit2.Repository(str(remote))
+    return repository.references[f"refs/heads/{branch}"].peel(pygit2.Commit)
+
+
+def file_at(remote: Path, path: str, branch: str = "main") -> str:
+    repository = pygit2.Repository(str(remote))
+    return repository[tip(remote, branch).tree[path].id].data.decode()
+
+
+def register_checkout(work: Path) -> Result:
+    return cli_in(work, "build", "register", "shop/checkout", "--commit", NEW_COMMIT,
+                  "--image", CHECKOUT_IMAGE)
+
+
+def commit_and_push(work: Path, message: str) -> None:
+    """A change made by hand, without the tool's trailers."""
+    repository = pygit2.Repository(str(work))
+    repository.index.add_all()
+    repository.index.write()
+    signature = pygit2.Signature("Hand Editor", "hand@acme.example")
+    repository.create_commit("HEAD", signature, signature, message,
+                             repository.index.write_tree(), [repository.head.target])
+    repository.remotes["origin"].push(["refs/heads/main:refs/heads/main"])
+
+
+
 # --- A real Kubernetes control plane (testenv/), shared by the integration tests ---
 
 ROOT = Path(__file__).resolve().parent.parent
