@@ -6,7 +6,9 @@ checkout and every write goes through one place.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import os
 import random
 import time
@@ -275,8 +277,9 @@ def _push(repository: pygit2.Repository, remote: pygit2.Remote, commit: pygit2.O
     repository.references.create(PENDING_REF, commit, force=True)
     callbacks = _PushCallbacks()
     try:
-        remote.push([f"{'+' if force else ''}{PENDING_REF}:refs/heads/{target}"],
-                    callbacks=callbacks)
+        with _local_remote_lock(remote.url):
+            remote.push([f"{'+' if force else ''}{PENDING_REF}:refs/heads/{target}"],
+                        callbacks=callbacks)
     except pygit2.GitError as exc:
         if any(marker in str(exc).lower() for marker in _RETRYABLE):
             raise _MovedRemote from None
@@ -286,6 +289,27 @@ def _push(repository: pygit2.Repository, remote: pygit2.Remote, commit: pygit2.O
         repository.references.delete(PENDING_REF)
     if callbacks.rejected:
         raise _MovedRemote
+
+
+@contextlib.contextmanager
+def _local_remote_lock(url: str | None) -> Iterator[None]:
+    """Serialise pushes to a remote on this machine's disk.
+
+    A Git server checks that a push fast-forwards and moves the branch atomically; libgit2
+    pushing to a plain path checks first and writes after, so two writers could both pass
+    the check and one commit would be lost. An exclusive lock on the remote closes that gap.
+    """
+    path = url.removeprefix("file://") if url and ("://" not in url or url.startswith("file://")) \
+        else None
+    if path is None or not Path(path).is_dir():
+        yield
+        return
+    with open(Path(path) / "reconciler-push.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _move_local(repository: pygit2.Repository, branch: str, commit: pygit2.Oid,
