@@ -42,16 +42,20 @@ class GitTree:
             raise ReconcilerError(f"unknown revision {revision!r} in {repository_path}") from None
         self.commit = commit
         self._revision = str(commit.id)
+        self._blobs: dict[str, pygit2.Oid] = {}
 
     @property
     def revision(self) -> str:
         return self._revision
 
     def entries(self) -> Iterable[tuple[str, bool]]:
-        yield from _walk(self.repository, self.commit.tree, "")
+        for path, oid, is_link in _walk(self.repository, self.commit.tree, ""):
+            self._blobs[path] = oid
+            yield path, is_link
 
     def read(self, path: str, limit: int) -> bytes:
-        blob = self.repository[self.commit.tree[path].id].peel(pygit2.Blob)
+        oid = self._blobs.get(path) or self.commit.tree[path].id
+        blob = self.repository[oid].peel(pygit2.Blob)
         if blob.size > limit:
             return b"\0" * (limit + 1)
         data: bytes = blob.data
@@ -59,15 +63,15 @@ class GitTree:
 
 
 def _walk(repository: pygit2.Repository, tree: pygit2.Tree, prefix: str
-          ) -> Iterator[tuple[str, bool]]:
+          ) -> Iterator[tuple[str, pygit2.Oid, bool]]:
     for entry in sorted(tree, key=lambda e: e.name or ""):
         path = prefix + (entry.name or "")
         if entry.filemode == pygit2.enums.FileMode.TREE:
             yield from _walk(repository, repository[entry.id].peel(pygit2.Tree), path + "/")
         elif entry.filemode == _LINK_MODE:
-            yield path, True
+            yield path, entry.id, True
         elif entry.filemode in _BLOB_MODES:
-            yield path, False
+            yield path, entry.id, False
 
 
 def head_revision(path: Path) -> str | None:
