@@ -19,7 +19,7 @@ import jsonschema
 import jsonschema_rs
 from referencing import Registry, Resource
 
-KUBERNETES_VERSION = "1.34"
+KUBERNETES_VERSION = "1.36"
 _SCHEMA_DIR = f"v{KUBERNETES_VERSION}.0-local-strict"
 _BASE = "https://kubernetes.invalid"
 _DEFINITIONS = "/api/_definitions.json"
