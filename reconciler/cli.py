@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler import __version__, promotion
+from reconciler import __version__, promotion, secrets
 from reconciler import history as audit_log
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.example import init_state_repo
@@ -56,9 +57,13 @@ class _Group(click.Group):
               help="Read the state from this Git commit, branch or tag instead of the work tree.")
 @click.option("-o", "--output", type=_OUTPUT_CHOICE,
               help="Output format (render defaults to yaml, other commands to table).")
+@click.option("--age-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Age private keys for decrypting secrets (also $SOPS_AGE_KEY_FILE, "
+                   "$SOPS_AGE_KEY, ~/.config/sops/age/keys.txt).")
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
-def cli(ctx: click.Context, repo: Path, revision: str | None, output: str | None) -> None:
+def cli(ctx: click.Context, repo: Path, revision: str | None, output: str | None,
+        age_key_file: Path | None) -> None:
     """GitOps reconciler and manifest renderer.
 
     The state repo holds organisation, clusters, environments, pipelines, projects,
@@ -66,7 +71,7 @@ def cli(ctx: click.Context, repo: Path, revision: str | None, output: str | None
     configuration. This command validates it and renders each environment's Kubernetes
     manifests from it.
     """
-    ctx.obj = {"repo": repo, "revision": revision, "output": output}
+    ctx.obj = {"repo": repo, "revision": revision, "output": output, "age_key_file": age_key_file}
     # A subcommand's own -o is parsed later and overwrites ctx.obj["output"].
 
 
@@ -144,9 +149,9 @@ def render(ctx: click.Context, environment: str, project: str | None, component:
     order, then namespace and name) as YAML; -o json prints a v1 List, -o table a summary.
     """
     state = _state(ctx)
+    decrypt = _decryptor(ctx, environment) if reveal_secrets else None
     rendered = render_environment(state, environment, project=project, component=component,
-                                  cluster=cluster,
-                                  decrypt=_cannot_decrypt if reveal_secrets else None)
+                                  cluster=cluster, decrypt=decrypt)
     if out is not None:
         _write_tree(out, rendered)
         click.echo(f"wrote {len(rendered.objects)} objects to {out}")
@@ -440,9 +445,91 @@ def _print_rows(ctx: click.Context, rows: list[dict[str, str]], columns: tuple[s
                  [tuple(cell(c, str(row.get(c, ""))) or "-" for c in columns) for row in rows])
 
 
-def _cannot_decrypt(secrets: Secrets) -> Mapping[str, str]:
-    raise ReconcilerError("cannot reveal secrets: this version cannot decrypt SOPS files yet",
-                          secrets.path)
+def _decryptor(ctx: click.Context, environment: str) -> Any:
+    keys = secrets.identities(ctx.obj["age_key_file"])
+
+    def decrypt(found: Secrets) -> Mapping[str, str]:
+        return secrets.decrypt(found.document, keys, found.path, environment)
+
+    return decrypt
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Encrypted secrets per component and environment (SOPS files, age keys).
+
+    Values are encrypted to the environment's secretRecipients and never printed, logged or
+    put in a commit message. Decryption keys come from --age-key-file, $SOPS_AGE_KEY_FILE or
+    $SOPS_AGE_KEY.
+    """
+
+
+@secret_group.command("set")
+@click.argument("component")
+@click.argument("assignment", metavar="KEY[=VALUE]")
+@click.option("--env", "environment", required=True)
+@click.option("--from-file", type=click.File("r"), help="Read the value from this file "
+              "(- for standard input).")
+@click.pass_context
+def secret_set(ctx: click.Context, component: str, assignment: str, environment: str,
+               from_file: Any) -> None:
+    """Encrypt and store one secret. Without =VALUE the value is read from --from-file, or
+    standard input (a hidden prompt on a terminal)."""
+    key, separator, value = assignment.partition("=")
+    if not key:
+        raise UsageError(f"{assignment!r} is not KEY[=VALUE]")
+    if not separator:
+        if from_file is not None:
+            value = from_file.read()
+        elif sys.stdin.isatty():
+            value = click.prompt(f"{key}", hide_input=True)
+        else:
+            value = sys.stdin.read().rstrip("\n")
+    keys = secrets.identities(ctx.obj["age_key_file"])
+    _write(ctx, promotion.secret_edit(component, environment, key, value, keys))
+
+
+@secret_group.command("unset")
+@click.argument("component")
+@click.argument("key")
+@click.option("--env", "environment", required=True)
+@click.pass_context
+def secret_unset(ctx: click.Context, component: str, key: str, environment: str) -> None:
+    """Remove one secret (needs a key that decrypts the file)."""
+    keys = secrets.identities(ctx.obj["age_key_file"])
+    _write(ctx, promotion.secret_edit(component, environment, key, None, keys))
+
+
+@secret_group.command("list")
+@click.argument("component")
+@click.option("--env", "environment", required=True)
+@_output_option
+@click.pass_context
+def secret_list(ctx: click.Context, component: str, environment: str) -> None:
+    """The secret keys of COMPONENT in ENV and when and by whom each last changed; never values."""
+    state = _state(ctx)
+    project, name = split_ref(component)
+    if (project, name) not in state.components:
+        raise ReconcilerError(f"unknown component {component}")
+    found = state.secrets.get((environment, project, name))
+    changed: dict[str, tuple[str, str]] = {}
+    for event in audit_log.events(ctx.obj["repo"], component, environment,
+                                  ctx.obj["revision"] or "HEAD"):
+        if event.operation in ("secret-set", "secret-unset") and event.key not in changed:
+            changed[event.key] = (event.time, event.author)
+    rows = [{"key": key, "changed": changed.get(key, ("", ""))[0],
+             "by": changed.get(key, ("", ""))[1]} for key in (found.keys if found else ())]
+    _print_rows(ctx, rows, ("key", "changed", "by"))
+
+
+@secret_group.command("rotate")
+@click.option("--env", "environment", required=True)
+@click.pass_context
+def secret_rotate(ctx: click.Context, environment: str) -> None:
+    """Re-encrypt every secrets file of ENV to its current secretRecipients (after a key was
+    added or removed) under new data keys, in one commit."""
+    keys = secrets.identities(ctx.obj["age_key_file"])
+    _write(ctx, promotion.secret_rotate(environment, keys))
 
 
 def _write_tree(out: Path, rendered: Rendered) -> None:

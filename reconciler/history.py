@@ -39,6 +39,7 @@ class Event:
     source_commit: str
     release: str
     pipeline: str
+    key: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -55,7 +56,8 @@ def _event(info: CommitInfo) -> Event | None:
         from_environment=trailers.get("From-Environment", ""),
         to_environment=trailers.get("To-Environment", trailers.get("Environment", "")),
         image=trailers.get("Image", ""), source_commit=trailers.get("Source-Commit", ""),
-        release=trailers.get("Release", ""), pipeline=trailers.get("Pipeline", ""))
+        release=trailers.get("Release", ""), pipeline=trailers.get("Pipeline", ""),
+        key=trailers.get("Key", ""))
 
 
 def events(path: Path, component: str | None = None, environment: str | None = None,

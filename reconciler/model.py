@@ -224,6 +224,7 @@ class Secrets:
     encrypted: Mapping[str, str]
     sops: Mapping[str, object]
     path: str
+    document: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def keys(self) -> tuple[str, ...]:

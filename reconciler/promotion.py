@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import secrets
 from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.gitstore import GitTree, Write
 from reconciler.model import Build, Component, Pipeline, Release, State
 from reconciler.render import release_ids
 from reconciler.state import Overlay, TreeReader, load_state
-from reconciler.yamlio import edit_mapping, mapping_document
+from reconciler.yamlio import dump_manifests, edit_mapping, mapping_document
 
 API_VERSION = "reconciler/v1"
 OPERATION = "Operation"
@@ -389,5 +390,88 @@ def codeowners() -> Callable[[GitTree], Outcome]:
         trailers = {OPERATION: "codeowners"}
         return Outcome(Write(commit_message("codeowners: regenerate", trailers),
                              {"CODEOWNERS": text}), "wrote CODEOWNERS")
+
+    return operation
+
+
+# --- secrets ---
+
+def secrets_path(component: Component, environment: str) -> str:
+    return f"environments/{environment}/{component.project}/{component.name}/secrets.sops.yaml"
+
+
+def secret_edit(ref: str, environment: str, key: str, value: str | None,
+                keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
+    """Set (``value``) or unset (None) one secret. A new file needs only the environment's
+    public recipients; changing an existing one needs its data key (SOPS encrypts all values
+    of a file under one key, and its MAC covers them all)."""
+
+    def operation(tree: GitTree) -> Outcome:
+        state = load_state(tree)
+        component = _component(state, ref)
+        target = state.environments.get(environment)
+        if target is None:
+            raise ReconcilerError(f"unknown environment {environment!r}")
+        path = secrets_path(component, environment)
+        existing = state.secrets.get((environment, component.project, component.name))
+        values: dict[str, str] = {}
+        data_key = None
+        if existing is not None:
+            if value is None and key not in existing.encrypted:
+                return Outcome(None, f"{key} is not a secret of {ref} in {environment}: "
+                                     "nothing to do")
+            try:
+                values = secrets.decrypt(existing.document, keys, path, environment)
+                data_key = secrets.data_key_of(existing.document, keys, path, environment)
+            except secrets.SecretsError as exc:
+                raise secrets.SecretsError(
+                    f"{exc.problems[0].message}; changing a secrets file that already holds "
+                    "values needs its data key, because SOPS encrypts every value of a file "
+                    "under one key", path) from None
+        elif value is None:
+            return Outcome(None, f"{ref} has no secrets in {environment}: nothing to do")
+        if value is None:
+            del values[key]
+        else:
+            values[key] = value
+        content: bytes | None = None
+        if values:
+            document = secrets.encrypt(values, target.secret_recipients, data_key)
+            content = dump_manifests([document]).encode()
+        changes: dict[str, bytes | None] = {path: content}
+        _checked(tree, changes)
+        verb = "set" if value is not None else "unset"
+        trailers = {OPERATION: f"secret-{verb}", "Component": ref, "Environment": environment,
+                    "Key": key}
+        subject = f"secret {verb} {ref} {key} in {environment}"
+        return Outcome(Write(commit_message(subject, trailers), changes), subject)
+
+    return operation
+
+
+def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
+    """Re-encrypt every secrets file of an environment to its current recipients, under new
+    data keys, in one commit."""
+
+    def operation(tree: GitTree) -> Outcome:
+        state = load_state(tree)
+        target = state.environments.get(environment)
+        if target is None:
+            raise ReconcilerError(f"unknown environment {environment!r}")
+        files = {k: s for k, s in state.secrets.items() if k[0] == environment}
+        if not files:
+            return Outcome(None, f"{environment} has no secrets: nothing to do")
+        changes: dict[str, bytes | None] = {}
+        for _, existing in sorted(files.items()):
+            values = secrets.decrypt(existing.document, keys, existing.path, environment)
+            document = secrets.encrypt(values, target.secret_recipients)
+            changes[existing.path] = dump_manifests([document]).encode()
+        _checked(tree, changes)
+        trailers = {OPERATION: "secret-rotate", "Environment": environment,
+                    "Recipients": str(len(target.secret_recipients))}
+        subject = f"secret rotate {environment}: {len(changes)} files"
+        return Outcome(Write(commit_message(subject, trailers), changes),
+                       f"re-encrypted {len(changes)} secrets files of {environment} to "
+                       f"{len(target.secret_recipients)} recipients")
 
     return operation

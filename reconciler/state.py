@@ -241,7 +241,8 @@ class _Loader:
                                 "component")
                 parts["releases"][groups] = _release(groups[0], data, path)
             elif kind == "Secrets":
-                parts["secrets"][groups] = Secrets(dict(data["data"]), dict(data["sops"]), path)
+                parts["secrets"][groups] = Secrets(dict(data["data"]), dict(data["sops"]), path,
+                                                   data)
             elif kind == "ThirdPartyService":
                 self._same_name(path, data["name"], groups[0], "file name")
                 parts["third_party"][groups[0]] = _third_party(data, path)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build (or reuse) the test control plane binaries from testenv/go.mod.
+# Build (or reuse) the test control plane binaries from testenv/go.mod, and sops from
+# testenv/sops/go.mod.
 # Prints the directory holding them as its last line.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -7,9 +8,9 @@ command -v go >/dev/null || {
   echo "error: Go is needed to build the test control plane: install Go 1.26 or newer (apt-get install golang, or https://go.dev/dl)" >&2
   exit 1
 }
-key=$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-16)
+key=$(cat "$here/go.mod" "$here/go.sum" "$here/sops/go.mod" "$here/sops/go.sum" | sha256sum | cut -c1-16)
 cache="${RECONCILER_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reconciler-testenv}/$key"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok sops)
 complete=1
 for binary in "${binaries[@]}"; do [ -x "$cache/bin/$binary" ] || complete=0; done
 [ -f "$cache/bin/kwok-stages.yaml" ] || complete=0
@@ -40,6 +41,9 @@ for file in "$stages"/node/fast/node-*.yaml "$stages"/node/heartbeat-with-lease/
             "$stages"/pod/fast/pod-*.yaml; do
   echo "---"; cat "$file"
 done > "$cache/tmp/kwok-stages.yaml"
+# sops, for the secrets interoperability tests, from a module of its own (testenv/sops).
+(cd "$here/sops" && GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/tmp/sops" \
+  github.com/getsops/sops/v3/cmd/sops)
 mv "$cache/tmp" "$cache/bin.new" && rm -rf "$cache/bin" && mv "$cache/bin.new" "$cache/bin"
 echo "built in $(( $(date +%s) - start )) s" >&2
 echo "$cache/bin"

@@ -194,8 +194,8 @@ def test_secrets_are_masked_unless_revealed(repo: Path, run: Run) -> None:
     assert {"secretRef": {"name": secret["metadata"]["name"]}} in container["envFrom"]
     revealed = run("render", "--env", "production", "--reveal-secrets")
     assert revealed.exit_code == 1
-    assert revealed.errors == [f"error: {SECRETS}:1: cannot reveal secrets: this version cannot "
-                               "decrypt SOPS files yet"]
+    assert revealed.errors == [f"error: {SECRETS}:1: no age key to decrypt production's secrets: "
+                               "set SOPS_AGE_KEY_FILE or SOPS_AGE_KEY, or pass --age-key-file"]
     assert revealed.stdout == ""
 
 
