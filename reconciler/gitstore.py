@@ -36,10 +36,7 @@ class GitTree:
 
     def __init__(self, repository_path: Path, revision: str) -> None:
         self.repository = open_repository(repository_path)
-        try:
-            commit = self.repository.revparse_single(revision).peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-            raise ReconcilerError(f"unknown revision {revision!r} in {repository_path}") from None
+        commit = resolve_commit(self.repository, revision, f" in {repository_path}")
         self.commit = commit
         self._revision = str(commit.id)
         self._blobs: dict[str, pygit2.Oid] = {}
@@ -60,6 +57,14 @@ class GitTree:
             return b"\0" * (limit + 1)
         data: bytes = blob.data
         return data
+
+
+def resolve_commit(repository: pygit2.Repository, revision: str, where: str = ""
+                   ) -> pygit2.Commit:
+    try:
+        return repository.revparse_single(revision).peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        raise ReconcilerError(f"unknown revision {revision!r}{where}") from None
 
 
 def _walk(repository: pygit2.Repository, tree: pygit2.Tree, prefix: str
@@ -359,10 +364,7 @@ class Repository:
         self.repository = open_repository(path)
 
     def _commit(self, revision: str) -> pygit2.Commit:
-        try:
-            return self.repository.revparse_single(revision).peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-            raise ReconcilerError(f"unknown revision {revision!r}") from None
+        return resolve_commit(self.repository, revision)
 
     def commits(self, revision: str, newest_first: bool) -> Iterator[CommitInfo]:
         if self.repository.head_is_unborn and revision == "HEAD":

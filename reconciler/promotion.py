@@ -20,7 +20,7 @@ from reconciler.gitstore import GitTree, Write
 from reconciler.model import Build, Component, Pipeline, Release, State
 from reconciler.render import release_ids
 from reconciler.state import Overlay, TreeReader, load_state
-from reconciler.yamlio import dump_manifests, edit_mapping, mapping_document
+from reconciler.yamlio import dump_manifests, edit_mapping, load_state_file, mapping_document
 
 API_VERSION = "reconciler/v1"
 OPERATION = "Operation"
@@ -88,9 +88,10 @@ def _checked(tree: TreeReader, changes: Mapping[str, bytes | None]) -> State:
 
 
 def _release_trailers(state: State, component: Component, environment: str, build_commit: str,
-                      image: str) -> dict[str, str]:
+                      image: str, from_environment: str = "") -> dict[str, str]:
     return {
         "Component": component.ref,
+        "From-Environment": from_environment,
         "To-Environment": environment,
         "Image": image,
         "Source-Commit": build_commit,
@@ -169,7 +170,8 @@ def _newest_build(state: State, component: Component) -> Build:
 
 def _release_write(tree: GitTree, state: State, component: Component, environment: str,
                    build_commit: str, image: str, version: str, moment: datetime.datetime,
-                   operation: str, subject: str, extra: Mapping[str, str]) -> Outcome:
+                   operation: str, subject: str, from_environment: str = "",
+                   extra: Mapping[str, str] | None = None) -> Outcome:
     current = state.releases.get((environment, component.project, component.name))
     if current is not None and current.image == image and current.commit == build_commit:
         return Outcome(None, f"{environment} already runs {component.ref} "
@@ -177,10 +179,8 @@ def _release_write(tree: GitTree, state: State, component: Component, environmen
     changes: dict[str, bytes | None] = {_release_path(environment, component): _release_document(
         component, build_commit, image, version, moment)}
     after = _checked(tree, changes)
-    trailers = {OPERATION: operation, **extra,
-                **_release_trailers(after, component, environment, build_commit, image)}
-    trailers = {OPERATION: operation, "Component": component.ref, **{
-        k: v for k, v in trailers.items() if k not in (OPERATION, "Component")}}
+    trailers = {OPERATION: operation, **_release_trailers(
+        after, component, environment, build_commit, image, from_environment), **(extra or {})}
     summary = f"{subject} ({version}, {image.split('@')[1][:19]})"
     return Outcome(Write(commit_message(subject, trailers), changes), summary)
 
@@ -207,7 +207,7 @@ def deploy(ref: str, commit: str | None = None,
         environment = pipeline.stages[0].environment
         return _release_write(tree, state, component, environment, build.commit, build.image,
                               _version_of(component, build), moment, "deploy",
-                              f"deploy {ref} to {environment}", {})
+                              f"deploy {ref} to {environment}")
 
     return operation
 
@@ -257,7 +257,7 @@ def promote(ref: str, environment: str, branch: bool,
                     f" released there {source.released_at}, promotable from {timestamp(ready)}")
         return _release_write(tree, state, component, environment, source.commit, source.image,
                               source.version, moment, "promote",
-                              f"promote {ref} to {environment}", {"From-Environment": previous})
+                              f"promote {ref} to {environment}", from_environment=previous)
 
     return operation
 
@@ -285,7 +285,7 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
         return _release_write(tree, state, component, environment, target.commit, target.image,
                               target.version, moment, "rollback",
                               f"rollback {ref} in {environment} to {target.commit[:12]}",
-                              {"Rolled-Back-From": current.commit})
+                              extra={"Rolled-Back-From": current.commit})
 
     return operation
 
@@ -355,8 +355,6 @@ def config_edit(ref: str, environment: str | None, key: str,
 
 
 def _env_of(content: bytes) -> dict[str, Any]:
-    from reconciler.yamlio import load_state_file
-
     env = load_state_file("config.yaml", content).data.get("env") or {}
     return {k: str(v) for k, v in env.items()}
 
@@ -421,8 +419,8 @@ def secret_edit(ref: str, environment: str, key: str, value: str | None,
                 return Outcome(None, f"{key} is not a secret of {ref} in {environment}: "
                                      "nothing to do")
             try:
-                values = secrets.decrypt(existing.document, keys, path, environment)
-                data_key = secrets.data_key_of(existing.document, keys, path, environment)
+                values, data_key = secrets.open_document(existing.document, keys, path,
+                                                         environment)
             except secrets.SecretsError as exc:
                 raise secrets.SecretsError(
                     f"{exc.problems[0].message}; changing a secrets file that already holds "

@@ -71,6 +71,12 @@ def _read_key_file(path: Path) -> str:
 def decrypt(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity], where: str,
             environment: str) -> dict[str, str]:
     """The plaintext ``data`` of a SOPS document, after checking its MAC."""
+    return open_document(document, keys, where, environment)[0]
+
+
+def open_document(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity],
+                  where: str, environment: str) -> tuple[dict[str, str], bytes]:
+    """The plaintext ``data`` and the data key of a SOPS document, after checking its MAC."""
     metadata = document.get("sops")
     if not isinstance(metadata, Mapping):
         raise SecretsError("not a SOPS file: no sops metadata", where)
@@ -96,7 +102,7 @@ def decrypt(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity],
     if expected != digest.hexdigest().upper():
         raise SecretsError("failed its integrity check (MAC mismatch): the file was changed "
                            "without its data key", where)
-    return values
+    return values, data_key
 
 
 def encrypt(values: Mapping[str, str], recipients: Sequence[str],
@@ -131,14 +137,6 @@ def encrypt(values: Mapping[str, str], recipients: Sequence[str],
         "encrypted_regex": ENCRYPTED_REGEX,
         "version": FORMAT_VERSION,
     }}
-
-
-def data_key_of(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity], where: str,
-                environment: str) -> bytes:
-    metadata = document.get("sops")
-    if not isinstance(metadata, Mapping):
-        raise SecretsError("not a SOPS file: no sops metadata", where)
-    return _data_key(metadata, keys, where, environment)
 
 
 def _data_key(metadata: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity], where: str,
