@@ -16,8 +16,10 @@ from reconciler import history as audit_log
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.example import init_state_repo
 from reconciler.gitstore import GitTree, head_revision, is_dirty, transact
+from reconciler.kube.client import connect
 from reconciler.model import Secrets, State
 from reconciler.promotion import Outcome, split_ref
+from reconciler.reconcile import apply_environment, diff_environment
 from reconciler.render import Rendered, render_environment
 from reconciler.state import TreeReader, WorkTree, load_state
 from reconciler.yamlio import dump_manifests
@@ -186,6 +188,95 @@ def _write(ctx: click.Context, operation: Any, target_branch: str | None = None)
         click.echo(f"commit {written.commit[:12]} {where}")
         if written.warning:
             click.echo(f"warning: {written.warning}", err=True)
+
+
+def _clusters(state: State, environment: str, cluster: str | None) -> list[str]:
+    if environment not in state.environments:
+        raise ReconcilerError(f"unknown environment {environment!r}")
+    members = list(state.environments[environment].clusters)
+    if cluster is None:
+        return members
+    if cluster not in members:
+        raise ReconcilerError(f"cluster {cluster!r} is not part of environment {environment} "
+                              f"(clusters: {', '.join(members)})")
+    return [cluster]
+
+
+def _secrets_keys(ctx: click.Context, state: State, environment: str) -> Any:
+    """Decryption for apply: needed only when the environment has secrets."""
+    if any(key[0] == environment for key in state.secrets):
+        return _decryptor(ctx, environment)
+    return None
+
+
+_KUBECONFIG = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Kubeconfig file (default: $KUBECONFIG or ~/.kube/config); the "
+                                "context is the cluster file's `context`.")
+
+
+@cli.command("apply")
+@click.option("--env", "environment", required=True)
+@click.option("--cluster", help="Only this cluster of the environment (default: all of them).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--no-prune", is_flag=True, help="Do not delete objects that left the render.")
+@click.option("--allow-empty", is_flag=True, help="Allow an apply that deletes every object "
+              "applied before (an empty render).")
+@click.option("--wait", is_flag=True, help="Wait until every object is healthy.")
+@click.option("--timeout", type=float, default=300, show_default=True,
+              help="Seconds --wait waits.")
+@click.option("--force-conflicts", is_flag=True, help="Take back fields that another field "
+              "manager (kubectl edit, another controller) changed; without it such conflicts "
+              "are reported per object.")
+@_KUBECONFIG
+@_output_option
+@click.pass_context
+def apply_command(ctx: click.Context, environment: str, cluster: str | None, dry_run: bool,
+                  no_prune: bool, allow_empty: bool, wait: bool, timeout: float,
+                  force_conflicts: bool, kubeconfig: Path | None) -> None:
+    """Render ENV and server-side apply it to its clusters, prune what left the render, and
+    optionally wait for health. Prints a change set; exits 1 if anything failed."""
+    state = _state(ctx)
+    failed = False
+    rows = []
+    for name in _clusters(state, environment, cluster):
+        client = connect(state.clusters[name].context, kubeconfig)
+        result = apply_environment(state, environment, name, client,
+                                   decrypt=_secrets_keys(ctx, state, environment),
+                                   prune=not no_prune, allow_empty=allow_empty,
+                                   dry_run=dry_run, wait=wait, timeout=timeout,
+                                   force_conflicts=force_conflicts)
+        failed = failed or result.failed
+        for change in result.changes:
+            health = result.health.get(change.ref)
+            rows.append({"cluster": name, "action": change.action, "kind": change.ref.kind,
+                         "namespace": change.ref.namespace, "name": change.ref.name,
+                         "health": health.status if health else "",
+                         "message": change.message or (health.message if health else "")})
+    _print_rows(ctx, rows, ("cluster", "action", "kind", "namespace", "name", "health",
+                            "message"))
+    if failed:
+        ctx.exit(1)
+
+
+@cli.command("diff")
+@click.option("--env", "environment", required=True)
+@click.option("--cluster", help="Only this cluster of the environment (default: all of them).")
+@_KUBECONFIG
+@click.pass_context
+def diff_command(ctx: click.Context, environment: str, cluster: str | None,
+                 kubeconfig: Path | None) -> None:
+    """What apply would change: a unified diff of each live object against its server-side
+    dry-run, with Secret values masked. Exits 1 when there are differences (like diff)."""
+    state = _state(ctx)
+    changed = False
+    for name in _clusters(state, environment, cluster):
+        client = connect(state.clusters[name].context, kubeconfig)
+        for text in diff_environment(state, environment, name, client,
+                                     _secrets_keys(ctx, state, environment)):
+            changed = True
+            click.echo(text, nl=False)
+    if changed:
+        ctx.exit(1)
 
 
 @cli.group()

@@ -1,0 +1,117 @@
+"""The Kubernetes API through the official client: contexts, discovery, get/apply/delete.
+
+Every call the tool makes to a cluster goes through ``KubeClient``, which turns the client's
+exceptions into ``KubeError`` (the API answered no) and ``Unreachable`` (it did not answer),
+and counts the writes it sends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from reconciler.errors import ReconcilerError
+from reconciler.kube.inventory import ObjectRef
+
+
+class KubeError(ReconcilerError):
+    """The API server refused a request."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class Unreachable(ReconcilerError):
+    """The API server did not answer."""
+
+
+def connect(context: str | None, kubeconfig: Path | None = None) -> KubeClient:
+    try:
+        api = kubernetes.config.new_client_from_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context)
+    except (ConfigException, OSError) as exc:
+        raise ReconcilerError(f"cannot use kubeconfig context {context!r}: {exc}") from None
+    api.configuration.retries = 1
+    return KubeClient(api)
+
+
+class KubeClient:
+    def __init__(self, api: kubernetes.client.ApiClient, timeout: float = 30) -> None:
+        self.api = api
+        self.timeout = timeout
+        self._dynamic: DynamicClient | None = None
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        with self._lock:
+            if self._dynamic is None:
+                self._dynamic = self._call(lambda: DynamicClient(self.api))
+        try:
+            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise KubeError(f"the cluster has no {kind} in {api_version}") from None
+
+    def _call(self, action: Any) -> Any:
+        try:
+            return action()
+        except DynamicApiError as exc:
+            raise KubeError(_message(exc), exc.status, str(exc.reason)) from None
+        except kubernetes.client.ApiException as exc:
+            raise KubeError(_message(exc), exc.status, str(exc.reason)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(f"cannot reach the API server at {self.host}: "
+                              f"{type(exc).__name__}") from None
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        resource = self._resource(ref.api_version, ref.kind)
+        try:
+            found = self._call(lambda: resource.get(name=ref.name, namespace=ref.namespace or None,
+                                                    _request_timeout=self.timeout))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(found.to_dict())
+
+    def apply(self, obj: Mapping[str, Any], field_manager: str, force: bool,
+              dry_run: bool) -> dict[str, Any]:
+        ref = ObjectRef.of(obj)
+        resource = self._resource(ref.api_version, ref.kind)
+        if not dry_run:
+            self.writes += 1
+        applied = self._call(lambda: resource.server_side_apply(
+            body=dict(obj), name=ref.name, namespace=ref.namespace or None,
+            field_manager=field_manager, force_conflicts=force,
+            dry_run="All" if dry_run else None, _request_timeout=self.timeout))
+        return dict(applied.to_dict())
+
+    def delete(self, ref: ObjectRef) -> None:
+        resource = self._resource(ref.api_version, ref.kind)
+        self.writes += 1
+        self._call(lambda: resource.delete(name=ref.name, namespace=ref.namespace or None,
+                                           propagation_policy="Background",
+                                           _request_timeout=self.timeout))
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None) or getattr(exc, "summary", lambda: "")()
+    try:
+        return str(json.loads(body).get("message", body))
+    except (TypeError, ValueError, AttributeError):
+        return str(body or exc)

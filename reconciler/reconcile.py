@@ -1,0 +1,134 @@
+"""One reconcile pass for an (environment, cluster): render, apply, prune, wait for health.
+
+The inventory of what was applied lives in the cluster (a ConfigMap per environment in
+``reconciler-system``), so pruning only ever considers objects this tool applied there.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.errors import ReconcilerError
+from reconciler.kube import inventory
+from reconciler.kube.client import KubeClient
+from reconciler.kube.health import Health
+from reconciler.kube.inventory import Inventory, ObjectRef
+from reconciler.kube.manager import Change, ResourceManager, comparable
+from reconciler.model import LABEL_PREFIX, MANAGED_BY, State
+from reconciler.render import MASK, Decrypt, render_environment
+from reconciler.yamlio import dump_manifests
+
+SYSTEM_NAMESPACE = "reconciler-system"
+
+
+@dataclass(frozen=True)
+class Result:
+    environment: str
+    cluster: str
+    revision: str
+    changes: tuple[Change, ...]
+    health: Mapping[ObjectRef, Health] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.action == "failed" for c in self.changes) or any(
+            h.status != "Healthy" for h in self.health.values())
+
+
+def _inventory_object(environment: str, cluster: str, refs: Inventory,
+                      revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": f"inventory-{environment}", "namespace": SYSTEM_NAMESPACE,
+                     "labels": {"app.kubernetes.io/managed-by": MANAGED_BY,
+                                f"{LABEL_PREFIX}/environment": environment}},
+        "data": {"inventory": inventory.encode(refs), "cluster": cluster,
+                 "revision": revision},
+    }
+
+
+_SYSTEM_NAMESPACE_OBJECT = {"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": SYSTEM_NAMESPACE}}
+
+
+def read_inventory(client: KubeClient, environment: str) -> Inventory:
+    live = client.get(ObjectRef("v1", "ConfigMap", SYSTEM_NAMESPACE, f"inventory-{environment}"))
+    return inventory.decode((live or {}).get("data", {}).get("inventory"))
+
+
+def apply_environment(state: State, environment: str, cluster: str, client: KubeClient, *,
+                      decrypt: Decrypt | None, prune: bool = True, allow_empty: bool = False,
+                      dry_run: bool = False, wait: bool = False, timeout: float = 300,
+                      force_conflicts: bool = False,
+                      cancelled: Callable[[], bool] = lambda: False) -> Result:
+    rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt)
+    objects = list(rendered.objects)
+    previous = read_inventory(client, environment)
+    current = inventory.new(objects)
+    stale = inventory.stale(previous, current) if prune else []
+    if previous and (not objects or len(stale) == len(previous)) and not allow_empty:
+        raise ReconcilerError(f"refusing to apply: the render of {environment} would delete "
+                              f"all {len(previous)} objects applied before (an empty or broken "
+                              "render?); use --allow-empty if that is what you want; nothing "
+                              "was applied")
+    manager = ResourceManager(client, force_conflicts=force_conflicts)
+    manager.apply([_SYSTEM_NAMESPACE_OBJECT], dry_run)
+    changes = manager.apply(objects, dry_run)
+    if not any(c.action == "failed" for c in changes):
+        changes += manager.delete(stale, dry_run)
+        kept = frozenset(c.ref for c in changes if c.action in ("failed", "skipped")
+                         and c.ref in previous and c.ref not in current)
+        recorded = current | kept
+    else:
+        recorded = current | previous
+    if not dry_run and recorded != previous:
+        manager.apply([_inventory_object(environment, cluster, recorded, rendered.revision)],
+                      dry_run)
+    health: dict[ObjectRef, Health] = {}
+    if wait and not dry_run:
+        health = manager.wait(sorted(current, key=inventory.apply_order), timeout, cancelled)
+    return Result(environment, cluster, rendered.revision, tuple(changes), health)
+
+
+def diff_environment(state: State, environment: str, cluster: str, client: KubeClient,
+                     decrypt: Decrypt | None) -> list[str]:
+    """A unified diff per object that would change: live -> server-side dry-run result of a
+    forced apply (so fields another manager took over show as the drift they are). Secret
+    values show as a mask, with only whether they changed."""
+    rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt)
+    manager = ResourceManager(client, force_conflicts=True)
+    new_namespaces = frozenset(
+        str(o["metadata"]["name"]) for o in rendered.objects if o.get("kind") == "Namespace"
+        and client.get(ObjectRef.of(o)) is None)
+    texts = []
+    for preview in manager.preview(list(rendered.objects), new_namespaces):
+        if preview.error is not None:
+            texts.append(f"# {preview.ref}: {preview.error}\n")
+            continue
+        if preview.action == "unchanged":
+            continue
+        before = _masked(comparable(preview.live), None) if preview.live else {}
+        assert preview.merged is not None
+        after = _masked(comparable(preview.merged), preview.live)
+        lines = difflib.unified_diff(
+            dump_manifests([before]).splitlines(keepends=True) if before else [],
+            dump_manifests([after]).splitlines(keepends=True),
+            fromfile=f"live {preview.ref}", tofile=f"desired {preview.ref}")
+        texts.append("".join(lines))
+    stale = inventory.stale(read_inventory(client, environment), inventory.new(rendered.objects))
+    texts += [f"# {ref}: would be pruned\n" for ref in stale]
+    return texts
+
+
+def _masked(obj: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    if obj.get("kind") != "Secret":
+        return obj
+    live_data = (live or {}).get("data") or {}
+    masked = dict(obj)
+    masked["data"] = {k: MASK if live is None or live_data.get(k) == v else f"{MASK} (changed)"
+                      for k, v in (obj.get("data") or {}).items()}
+    masked.pop("stringData", None)
+    return masked

@@ -1,0 +1,206 @@
+"""`reconciler apply` and `diff` against a real API server: server-side apply, zero writes
+when nothing changed, rolling updates, prune limited to the inventory, drift shown and
+healed, and empty renders refused."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import uuid
+from pathlib import Path
+
+import kubernetes
+import pyrage
+import pytest
+from click.testing import CliRunner
+from kubernetes.client import ApiClient
+
+from reconciler import secrets
+from reconciler.cli import cli
+from reconciler.gitstore import head_revision
+from reconciler.kube.client import KubeClient
+from reconciler.reconcile import apply_environment
+from reconciler.state import WorkTree, load_state
+from reconciler.yamlio import dump_manifests
+
+from conftest import Result, edit
+
+
+class LiveEnv:
+    """The example with its development environment renamed, pointed at the test cluster."""
+
+    def __init__(self, repo: Path, kubeconfig: Path) -> None:
+        self.repo = repo
+        self.kubeconfig = kubeconfig
+        self.name = f"d{uuid.uuid4().hex[:8]}"
+        (repo / "environments/development").rename(repo / f"environments/{self.name}")
+        edit(repo, f"environments/{self.name}/environment.yaml", "name: development",
+             f"name: {self.name}")
+        for pipeline in ("standard", "fast-lane"):
+            edit(repo, f"pipelines/{pipeline}.yaml", "environment: development",
+                 f"environment: {self.name}")
+        edit(repo, "clusters/nonprod-eu.yaml", "context: nonprod-eu", "context: testenv")
+
+    def shop(self) -> str:
+        return f"shop-{self.name}"
+
+    def run(self, *args: str) -> Result:
+        result = CliRunner().invoke(cli, ["--repo", str(self.repo), *args, "--kubeconfig",
+                                          str(self.kubeconfig)])
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    def apply(self, *args: str) -> Result:
+        return self.run("apply", "--env", self.name, *args)
+
+
+@pytest.fixture
+def live(repo: Path, control_plane: Path) -> LiveEnv:
+    return LiveEnv(repo, control_plane)
+
+
+def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
+    """kind/name -> resourceVersion of what the tool renders into a namespace."""
+    apps = kubernetes.client.AppsV1Api(api)
+    core = kubernetes.client.CoreV1Api(api)
+    found: dict[str, str] = {}
+    for kind, items in (("Deployment", apps.list_namespaced_deployment(namespace).items),
+                        ("Service", core.list_namespaced_service(namespace).items),
+                        ("ConfigMap", core.list_namespaced_config_map(namespace).items)):
+        for item in items:
+            if item.metadata.name != "kube-root-ca.crt":
+                found[f"{kind}/{item.metadata.name}"] = item.metadata.resource_version
+    return found
+
+
+def test_apply_creates_the_environment_and_it_becomes_available(live: LiveEnv,
+                                                                api_client: ApiClient) -> None:
+    result = live.apply("--wait", "--timeout", "120")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "created" in result.stdout and "failed" not in result.stdout
+    apps = kubernetes.client.AppsV1Api(api_client)
+    checkout = apps.read_namespaced_deployment("checkout", live.shop())
+    assert checkout.status.available_replicas == checkout.spec.replicas == 2
+    managers = {m.manager for m in checkout.metadata.managed_fields}
+    assert "reconciler" in managers
+    assert kubernetes.client.BatchV1Api(api_client).read_namespaced_cron_job(
+        "invoice-run", live.shop()).spec.schedule == "0 3 * * *"
+
+
+def test_a_second_apply_makes_no_writes(live: LiveEnv, api_client: ApiClient) -> None:
+    assert live.apply("--wait").exit_code == 0
+    before = objects_in(api_client, live.shop())
+    head = head_revision(live.repo)
+    state = load_state(WorkTree(live.repo, f"{head}-dirty"))  # as the CLI reads this work tree
+    client = KubeClient(api_client)
+    result = apply_environment(state, live.name, "nonprod-eu", client, decrypt=None)
+    assert {c.action for c in result.changes} == {"unchanged"}
+    assert client.writes == 0
+    assert objects_in(api_client, live.shop()) == before
+
+
+def test_a_config_change_rolls_the_deployment_without_losing_ready_pods(
+        live: LiveEnv, api_client: ApiClient) -> None:
+    assert live.apply("--wait").exit_code == 0
+    apps = kubernetes.client.AppsV1Api(api_client)
+    read = lambda: apps.read_namespaced_deployment("checkout", live.shop())  # noqa: E731
+    old_template = read().spec.template.spec.containers[0].env_from
+    edit(live.repo, f"environments/{live.name}/shop/checkout/config.yaml", "LOG_LEVEL: debug",
+         "LOG_LEVEL: trace")
+    lowest: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            status = read().status
+            lowest.append(status.available_replicas or 0)
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = live.apply("--wait", "--timeout", "120")
+    finally:
+        done.set()
+        watcher.join()
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert any(line.split()[1:4] == ["configured", "Deployment", live.shop()]
+               for line in result.stdout.splitlines()[1:]), result.stdout
+    deployment = read()
+    assert deployment.spec.template.spec.containers[0].env_from != old_template
+    assert deployment.status.updated_replicas == deployment.status.available_replicas == 2
+    assert min(lowest) >= 2, "never fewer ready pods than replicas during the rollout"
+
+
+def test_prune_removes_what_left_the_render_and_nothing_else(live: LiveEnv,
+                                                             api_client: ApiClient) -> None:
+    assert live.apply().exit_code == 0
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(live.shop(), {"metadata": {"name": "hand-made"}})
+    core.create_namespaced_config_map(live.shop(), {"metadata": {
+        "name": "looks-like-ours", "labels": {"app.kubernetes.io/managed-by": "reconciler"}}})
+    (live.repo / f"environments/{live.name}/shop/storefront/release.yaml").unlink()
+    result = live.apply()
+    assert result.exit_code == 0, result.stdout + result.stderr
+    deleted = [line.split()[2:5] for line in result.stdout.splitlines() if " deleted " in line]
+    assert ["Deployment", live.shop(), "storefront"] in deleted
+    assert ["Service", live.shop(), "storefront-web"] in deleted
+    remaining = objects_in(api_client, live.shop())
+    assert "Deployment/storefront" not in remaining and "Deployment/checkout" in remaining
+    assert "ConfigMap/hand-made" in remaining and "ConfigMap/looks-like-ours" in remaining
+
+
+def test_drift_is_shown_by_diff_and_healed_by_apply(live: LiveEnv,
+                                                    api_client: ApiClient) -> None:
+    assert live.apply().exit_code == 0
+    assert live.run("diff", "--env", live.name).exit_code == 0
+    apps = kubernetes.client.AppsV1Api(api_client)
+    apps.patch_namespaced_deployment("catalog", live.shop(), {"spec": {"replicas": 5}},
+                                     field_manager="kubectl-edit")
+    diff = live.run("diff", "--env", live.name)
+    assert diff.exit_code == 1
+    assert f"live Deployment {live.shop()}/catalog" in diff.stdout
+    assert "-  replicas: 5" in diff.stdout and "+  replicas: 1" in diff.stdout
+    conflict = live.apply()
+    assert conflict.exit_code == 1, "another manager owns the field: reported, not forced"
+    assert any(line.split()[1:5] == ["failed", "Deployment", live.shop(), "catalog"]
+               and "conflict" in line for line in conflict.stdout.splitlines()), conflict.stdout
+    assert apps.read_namespaced_deployment("catalog", live.shop()).spec.replicas == 5
+    healed = live.apply("--force-conflicts")
+    assert healed.exit_code == 0, healed.stdout
+    assert apps.read_namespaced_deployment("catalog", live.shop()).spec.replicas == 1
+
+
+def test_an_empty_render_is_refused_unless_allowed(live: LiveEnv,
+                                                   api_client: ApiClient) -> None:
+    assert live.apply().exit_code == 0
+    before = objects_in(api_client, live.shop())
+    for release in (live.repo / f"environments/{live.name}").glob("*/*/release.yaml"):
+        release.unlink()
+    refused = live.apply()
+    assert refused.exit_code == 1
+    assert any("would delete all" in e and "nothing was applied" in e for e in refused.errors)
+    assert objects_in(api_client, live.shop()) == before
+    allowed = live.apply("--allow-empty")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert "Deployment/checkout" not in objects_in(api_client, live.shop())
+
+
+def test_secret_values_are_masked_in_diff(live: LiveEnv, api_client: ApiClient,
+                                          tmp_path: Path) -> None:
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"{identity}\n")
+    edit(live.repo, f"environments/{live.name}/environment.yaml", "clusters:",
+         f"secretRecipients: [{identity.to_public()}]\nclusters:")
+    document = secrets.encrypt({"PAYMENT_API_KEY": "hunter2-value"}, [str(identity.to_public())])
+    (live.repo / f"environments/{live.name}/shop/checkout/secrets.sops.yaml").write_text(
+        dump_manifests([document]))
+    diff = live.run("--age-key-file", str(key_file), "diff", "--env", live.name)
+    assert "hunter2-value" not in diff.stdout
+    assert base64.b64encode(b"hunter2-value").decode() not in diff.stdout
+    assert "++++++++" in diff.stdout
+    applied = live.run("--age-key-file", str(key_file), "apply", "--env", live.name)
+    assert applied.exit_code == 0, applied.stderr
+    secret = next(s for s in kubernetes.client.CoreV1Api(api_client).list_namespaced_secret(
+        live.shop()).items if s.metadata.name.startswith("checkout-secrets-"))
+    assert base64.b64decode(secret.data["PAYMENT_API_KEY"]) == b"hunter2-value"
