@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,9 +14,10 @@ import click
 
 from reconciler import __version__, promotion, secrets
 from reconciler import history as audit_log
+from reconciler.daemon import Daemon, json_logging
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.example import init_state_repo
-from reconciler.gitstore import GitTree, head_revision, is_dirty, transact
+from reconciler.gitstore import GitTree, clone_bare, follow, head_revision, is_dirty, transact
 from reconciler.kube.client import connect
 from reconciler.model import Secrets, State
 from reconciler.promotion import Outcome, split_ref
@@ -277,6 +279,41 @@ def diff_command(ctx: click.Context, environment: str, cluster: str | None,
             click.echo(text, nl=False)
     if changed:
         ctx.exit(1)
+
+
+@cli.command("run")
+@click.option("--cluster", required=True, help="The cluster this daemon runs in (clusters/).")
+@click.option("--interval", type=float, default=60, show_default=True,
+              help="Seconds between fetches and drift checks.")
+@click.option("--listen", default="0.0.0.0:8080", show_default=True,
+              help="Address for /healthz, /readyz, /metrics and POST /hooks/git.")
+@click.option("--clone-from", metavar="URL", help="Clone the state repo from URL into --repo "
+              "first when --repo does not exist yet.")
+@_KUBECONFIG
+@click.pass_context
+def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
+                clone_from: str | None, kubeconfig: Path | None) -> None:
+    """Keep CLUSTER in step with the state repo: follow it, apply every environment that
+    includes CLUSTER, prune, wait for health, heal drift every --interval. One replica holds a
+    Lease and applies; others stand by. Logs JSON lines; stops cleanly on SIGTERM."""
+    repo: Path = ctx.obj["repo"]
+    if not repo.exists() and clone_from:
+        clone_bare(clone_from, repo)
+    json_logging()
+    state = load_state(GitTree(repo, follow(repo)))
+    if cluster not in state.clusters:
+        raise ReconcilerError(f"unknown cluster {cluster!r} (clusters: "
+                              f"{', '.join(sorted(state.clusters))})")
+    client = connect(state.clusters[cluster].context, kubeconfig)
+    daemon = Daemon(repo, cluster, client, lambda: secrets.identities(ctx.obj["age_key_file"]),
+                    interval=interval)
+    server = daemon.serve(listen)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    try:
+        daemon.run()
+    finally:
+        server.shutdown()
 
 
 @cli.group()

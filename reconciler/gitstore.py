@@ -345,6 +345,26 @@ def _update_work_tree(repository: pygit2.Repository, branch: str, commit: pygit2
     return True
 
 
+def follow(path: Path, branch: str = "main") -> str:
+    """The newest commit of ``branch``: fetched from ``origin`` when the repo has one."""
+    repository = open_repository(path)
+    if "origin" in [r.name for r in repository.remotes]:
+        _fetch(repository.remotes["origin"])
+        reference = repository.references.get(f"refs/remotes/origin/{branch}")
+    else:
+        reference = repository.references.get(f"refs/heads/{branch}")
+    if reference is None:
+        raise ReconcilerError(f"the state repo has no branch {branch!r}")
+    return str(_oid(reference.target))
+
+
+def clone_bare(url: str, path: Path) -> None:
+    try:
+        pygit2.clone_repository(url, str(path), bare=True)
+    except pygit2.GitError as exc:
+        raise ReconcilerError(f"cannot clone {url}: {exc}") from None
+
+
 # --- Reading history ---
 
 @dataclass(frozen=True)

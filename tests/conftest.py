@@ -207,6 +207,39 @@ def namespace(api_client: ApiClient) -> Iterator[str]:
     core.delete_namespace(name)
 
 
+class LiveEnv:
+    """The example with its development environment renamed, pointed at the test cluster."""
+
+    def __init__(self, repo: Path, kubeconfig: Path) -> None:
+        self.repo = repo
+        self.kubeconfig = kubeconfig
+        self.name = f"d{uuid.uuid4().hex[:8]}"
+        (repo / "environments/development").rename(repo / f"environments/{self.name}")
+        edit(repo, f"environments/{self.name}/environment.yaml", "name: development",
+             f"name: {self.name}")
+        for pipeline in ("standard", "fast-lane"):
+            edit(repo, f"pipelines/{pipeline}.yaml", "environment: development",
+                 f"environment: {self.name}")
+        edit(repo, "clusters/nonprod-eu.yaml", "context: nonprod-eu", "context: testenv")
+
+    def shop(self) -> str:
+        return f"shop-{self.name}"
+
+    def run(self, *args: str) -> Result:
+        result = CliRunner().invoke(cli, ["--repo", str(self.repo), *args, "--kubeconfig",
+                                          str(self.kubeconfig)])
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    def apply(self, *args: str) -> Result:
+        return self.run("apply", "--env", self.name, *args)
+
+
+@pytest.fixture
+def live(repo: Path, control_plane: Path) -> LiveEnv:
+    """The example's development environment, renamed uniquely, ready to apply."""
+    return LiveEnv(repo, control_plane)
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -6,56 +6,20 @@ from __future__ import annotations
 
 import base64
 import threading
-import uuid
 from pathlib import Path
 
 import kubernetes
 import pyrage
-import pytest
-from click.testing import CliRunner
 from kubernetes.client import ApiClient
 
 from reconciler import secrets
-from reconciler.cli import cli
 from reconciler.gitstore import head_revision
 from reconciler.kube.client import KubeClient
 from reconciler.reconcile import apply_environment
 from reconciler.state import WorkTree, load_state
 from reconciler.yamlio import dump_manifests
 
-from conftest import Result, edit
-
-
-class LiveEnv:
-    """The example with its development environment renamed, pointed at the test cluster."""
-
-    def __init__(self, repo: Path, kubeconfig: Path) -> None:
-        self.repo = repo
-        self.kubeconfig = kubeconfig
-        self.name = f"d{uuid.uuid4().hex[:8]}"
-        (repo / "environments/development").rename(repo / f"environments/{self.name}")
-        edit(repo, f"environments/{self.name}/environment.yaml", "name: development",
-             f"name: {self.name}")
-        for pipeline in ("standard", "fast-lane"):
-            edit(repo, f"pipelines/{pipeline}.yaml", "environment: development",
-                 f"environment: {self.name}")
-        edit(repo, "clusters/nonprod-eu.yaml", "context: nonprod-eu", "context: testenv")
-
-    def shop(self) -> str:
-        return f"shop-{self.name}"
-
-    def run(self, *args: str) -> Result:
-        result = CliRunner().invoke(cli, ["--repo", str(self.repo), *args, "--kubeconfig",
-                                          str(self.kubeconfig)])
-        return Result(result.exit_code, result.stdout, result.stderr)
-
-    def apply(self, *args: str) -> Result:
-        return self.run("apply", "--env", self.name, *args)
-
-
-@pytest.fixture
-def live(repo: Path, control_plane: Path) -> LiveEnv:
-    return LiveEnv(repo, control_plane)
+from conftest import LiveEnv, edit
 
 
 def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ and counts the writes it sends.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,13 @@ class Unreachable(ReconcilerError):
 
 
 def connect(context: str | None, kubeconfig: Path | None = None) -> KubeClient:
+    """A client for a kubeconfig context; inside a pod without a kubeconfig, the pod's own
+    service account."""
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if in_pod and kubeconfig is None and not os.environ.get("KUBECONFIG"):
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        return KubeClient(kubernetes.client.ApiClient(configuration))
     try:
         api = kubernetes.config.new_client_from_config(
             config_file=str(kubeconfig) if kubeconfig else None, context=context)
@@ -100,6 +108,23 @@ class KubeClient:
             field_manager=field_manager, force_conflicts=force,
             dry_run="All" if dry_run else None, _request_timeout=self.timeout))
         return dict(applied.to_dict())
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        ref = ObjectRef.of(obj)
+        resource = self._resource(ref.api_version, ref.kind)
+        self.writes += 1
+        return dict(self._call(lambda: resource.create(
+            body=dict(obj), namespace=ref.namespace or None,
+            _request_timeout=self.timeout)).to_dict())
+
+    def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Update with optimistic concurrency: fails with 409 if resourceVersion moved."""
+        ref = ObjectRef.of(obj)
+        resource = self._resource(ref.api_version, ref.kind)
+        self.writes += 1
+        return dict(self._call(lambda: resource.replace(
+            body=dict(obj), name=ref.name, namespace=ref.namespace or None,
+            _request_timeout=self.timeout)).to_dict())
 
     def delete(self, ref: ObjectRef) -> None:
         resource = self._resource(ref.api_version, ref.kind)
