@@ -5,21 +5,27 @@ healed, and empty renders refused."""
 from __future__ import annotations
 
 import base64
+import json
+import os
+import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pyrage
+import pytest
 from kubernetes.client import ApiClient
 
 from reconciler import secrets
 from reconciler.gitstore import head_revision
-from reconciler.kube.client import KubeClient
+from reconciler.kube.client import KubeClient, Unreachable
 from reconciler.reconcile import apply_environment
 from reconciler.state import WorkTree, load_state
 from reconciler.yamlio import dump_manifests
 
-from conftest import LiveEnv, edit
+from conftest import LiveEnv, controlplane_module, edit
 
 
 def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
@@ -168,3 +174,51 @@ def test_secret_values_are_masked_in_diff(live: LiveEnv, api_client: ApiClient,
     secret = next(s for s in kubernetes.client.CoreV1Api(api_client).list_namespaced_secret(
         live.shop()).items if s.metadata.name.startswith("checkout-secrets-"))
     assert base64.b64decode(secret.data["PAYMENT_API_KEY"]) == b"hunter2-value"
+
+
+class FreezingClient(KubeClient):
+    """A real client whose API server is frozen (SIGSTOP) after a number of requests."""
+
+    def __init__(self, api: ApiClient, apiserver_pid: int, after: int) -> None:
+        super().__init__(api, timeout=3)
+        self.apiserver_pid = apiserver_pid
+        self.remaining = after
+
+    def _call(self, action: Any) -> Any:
+        self.remaining -= 1
+        if self.remaining == 0:
+            os.kill(self.apiserver_pid, signal.SIGSTOP)
+        return super()._call(action)
+
+
+@pytest.fixture
+def own_control_plane(tmp_path: Path) -> Iterator[Path]:
+    """A control plane of this test's own, which it may freeze."""
+    controlplane = controlplane_module()
+    state = tmp_path / "own"
+    controlplane.up(state, controlplane.build(), nodes=1)
+    yield state
+    pids = json.loads((state / "pids.json").read_text())
+    os.kill(pids["kube-apiserver"], signal.SIGCONT)
+    controlplane.down(state)
+
+
+def test_an_api_server_that_stops_mid_apply_is_a_clear_error_and_the_next_run_converges(
+        repo: Path, own_control_plane: Path) -> None:
+    kubeconfig = own_control_plane / "admin.kubeconfig"
+    live = LiveEnv(repo, kubeconfig)
+    apiserver = json.loads((own_control_plane / "pids.json").read_text())["kube-apiserver"]
+    state = load_state(WorkTree(repo))
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    api.configuration.retries = 0
+    with pytest.raises(Unreachable) as stopped:
+        apply_environment(state, live.name, "nonprod-eu", FreezingClient(api, apiserver, 40),
+                          decrypt=None)
+    assert "cannot reach the API server at https://127.0.0.1:" in str(stopped.value)
+    os.kill(apiserver, signal.SIGCONT)
+    result = live.apply("--wait", "--timeout", "120")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    as_the_cli_read_it = WorkTree(repo, f"{head_revision(repo)}-dirty")
+    second = apply_environment(load_state(as_the_cli_read_it), live.name, "nonprod-eu",
+                               KubeClient(api), decrypt=None)
+    assert not [c for c in second.changes if c.action in ("created", "configured", "failed")]
