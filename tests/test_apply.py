@@ -21,6 +21,7 @@ from kubernetes.client import ApiClient
 from reconciler import secrets
 from reconciler.gitstore import head_revision
 from reconciler.kube.client import KubeClient, Unreachable
+from reconciler.kube.manager import ApplyAborted, ResourceManager
 from reconciler.reconcile import apply_environment
 from reconciler.state import WorkTree, load_state
 from reconciler.yamlio import dump_manifests
@@ -222,3 +223,32 @@ def test_an_api_server_that_stops_mid_apply_is_a_clear_error_and_the_next_run_co
     second = apply_environment(load_state(as_the_cli_read_it), live.name, "nonprod-eu",
                                KubeClient(api), decrypt=None)
     assert not [c for c in second.changes if c.action in ("created", "configured", "failed")]
+
+
+def job(namespace: str, image: str, recreate: bool) -> dict[str, Any]:
+    annotations = {"reconciler.io/recreate": "true"} if recreate else {}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "namespace": namespace, "annotations": annotations,
+                         "labels": {"app.kubernetes.io/managed-by": "reconciler"}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "migrate", "image": image}]}}}}
+
+
+def test_an_immutable_field_change_recreates_only_objects_that_opt_in(
+        api_client: ApiClient, namespace: str) -> None:
+    manager = ResourceManager(KubeClient(api_client))
+    first, second = (f"registry.example/migrate@sha256:{c * 64}" for c in "ab")
+    assert manager.apply([job(namespace, first, recreate=False)])[0].action == "created"
+    with pytest.raises(ApplyAborted) as refused:
+        manager.apply([job(namespace, second, recreate=False)])
+    assert "immutable" in str(refused.value)
+    batch = kubernetes.client.BatchV1Api(api_client)
+
+    def image() -> str:
+        return str(batch.read_namespaced_job("migrate", namespace).spec.template.spec
+                   .containers[0].image)
+
+    assert image() == first, "nothing was written"
+    changes = manager.apply([job(namespace, second, recreate=True)])
+    assert changes[0].action == "configured" and "recreated" in changes[0].message
+    assert image() == second
