@@ -21,7 +21,7 @@ from reconciler.gitstore import GitTree, clone_bare, follow, head_revision, is_d
 from reconciler.kube.client import connect
 from reconciler.model import Secrets, State
 from reconciler.promotion import Outcome, split_ref
-from reconciler.reconcile import apply_environment, diff_environment
+from reconciler.reconcile import apply_environment, diff_environment, live_health
 from reconciler.render import Rendered, render_environment
 from reconciler.state import TreeReader, WorkTree, load_state
 from reconciler.yamlio import dump_manifests
@@ -459,10 +459,15 @@ def config_list(ctx: click.Context, component: str, environment: str | None) -> 
 
 @cli.command()
 @click.option("--env", "environment", help="Only this environment.")
+@click.option("--live", is_flag=True, help="Add each release's live health in every cluster of "
+              "its environment (needs access to the clusters).")
+@_KUBECONFIG
 @_output_option
 @click.pass_context
-def status(ctx: click.Context, environment: str | None) -> None:
-    """The matrix of components x environments: version, short digest and age of each release."""
+def status(ctx: click.Context, environment: str | None, live: bool,
+           kubeconfig: Path | None) -> None:
+    """The matrix of components x environments: version, short digest and age of each release,
+    and with --live its health in each cluster."""
     state = _state(ctx)
     environments = _environment_order(state)
     if environment:
@@ -470,23 +475,42 @@ def status(ctx: click.Context, environment: str | None) -> None:
             raise ReconcilerError(f"unknown environment {environment!r}")
         environments = [environment]
     now = promotion.now_utc()
+    healths: dict[tuple[str, str, str], dict[str, str]] = {}
+    if live:
+        for env in environments:
+            for name in state.environments[env].clusters:
+                try:
+                    found = live_health(state, env, connect(state.clusters[name].context,
+                                                            kubeconfig))
+                except ReconcilerError as exc:
+                    click.echo(f"warning: {name}: {exc}", err=True)
+                    continue
+                for (project, component), health in found.items():
+                    healths.setdefault((env, project, component), {})[name] = health.status
     cells = []
     for (project, name) in sorted(state.components):
         for env in environments:
             release = state.releases.get((env, project, name))
             if release:
-                cells.append({"component": f"{project}/{name}", "environment": env,
-                              "version": release.version, "image": release.image,
-                              "commit": release.commit, "releasedAt": release.released_at,
-                              "age": audit_log.age(release.released_at, now)})
+                cell: dict[str, Any] = {"component": f"{project}/{name}", "environment": env,
+                                        "version": release.version, "image": release.image,
+                                        "commit": release.commit,
+                                        "releasedAt": release.released_at,
+                                        "age": audit_log.age(release.released_at, now)}
+                if live:
+                    cell["health"] = healths.get((env, project, name), {})
+                cells.append(cell)
     if ctx.obj["output"] in ("json", "yaml"):
         _print_data(ctx.obj["output"], cells)
         return
     table: dict[str, dict[str, str]] = {}
     for cell in cells:
         digest = cell["image"].split("@sha256:")[1][:7]
-        table.setdefault(cell["component"], {})[cell["environment"]] = (
-            f"{cell['version']} {digest} {cell['age']}")
+        text = f"{cell['version']} {digest} {cell['age']}"
+        if live:
+            states = sorted(set(cell["health"].values())) or ["Unknown"]
+            text += " " + "/".join(states)
+        table.setdefault(cell["component"], {})[cell["environment"]] = text
     rows = [(ref, *(table.get(ref, {}).get(env, "-") for env in environments))
             for ref in sorted(f"{p}/{c}" for p, c in state.components)]
     _print_table(("COMPONENT", *(e.upper() for e in environments)), rows)

@@ -25,6 +25,8 @@ KIND_ORDER = (
 )
 """Apply order: what others depend on first. Kinds not listed follow, by name."""
 
+TASK_TYPES = ("scheduled-task", "manual-task")
+
 
 
 @dataclass(frozen=True)

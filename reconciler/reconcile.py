@@ -14,11 +14,12 @@ from typing import Any
 from reconciler.errors import ReconcilerError
 from reconciler.kube import inventory
 from reconciler.kube.client import KubeClient
-from reconciler.kube.health import Health
+from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
 from reconciler.kube.manager import Change, ResourceManager, comparable
-from reconciler.model import LABEL_PREFIX, MANAGED_BY, State
+from reconciler.model import LABEL_PREFIX, MANAGED_BY, TASK_TYPES, State
 from reconciler.render import MASK, Decrypt, render_environment
+from reconciler.state import namespace_name
 from reconciler.yamlio import dump_manifests
 
 SYSTEM_NAMESPACE = "reconciler-system"
@@ -132,3 +133,19 @@ def _masked(obj: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, An
                       for k, v in (obj.get("data") or {}).items()}
     masked.pop("stringData", None)
     return masked
+
+
+def live_health(state: State, environment: str, client: KubeClient
+                ) -> dict[tuple[str, str], Health]:
+    """The live health of each component's workload (Deployment or CronJob) in environment."""
+    found: dict[tuple[str, str], Health] = {}
+    for release in state.releases_in(environment):
+        component = state.components[(release.project, release.component)]
+        kind, api_version = (("CronJob", "batch/v1") if component.type in TASK_TYPES
+                             else ("Deployment", "apps/v1"))
+        ref = ObjectRef(api_version, kind, namespace_name(release.project, environment),
+                        component.name)
+        live = client.get(ref)
+        found[(release.project, release.component)] = (
+            health(live) if live else Health("Degraded", "not in the cluster"))
+    return found

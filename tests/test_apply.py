@@ -252,3 +252,14 @@ def test_an_immutable_field_change_recreates_only_objects_that_opt_in(
     changes = manager.apply([job(namespace, second, recreate=True)])
     assert changes[0].action == "configured" and "recreated" in changes[0].message
     assert image() == second
+
+
+def test_status_live_adds_health_from_the_cluster(live: LiveEnv) -> None:
+    assert live.apply("--wait").exit_code == 0
+    result = live.run("status", "--env", live.name, "--live", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    cells = {c["component"]: c for c in json.loads(result.stdout)}
+    assert cells["shop/checkout"]["health"] == {"nonprod-eu": "Healthy"}
+    assert cells["shop/reindex"]["health"] == {"nonprod-eu": "Healthy"}
+    table = live.run("status", "--env", live.name, "--live")
+    assert "Healthy" in table.stdout
