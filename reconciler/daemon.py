@@ -89,6 +89,7 @@ class Daemon:
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     wait_timeout: float = 300.0
     metrics: Metrics = field(default_factory=Metrics)
+    lease_name: str = ""
 
     def __post_init__(self) -> None:
         self.stopping = threading.Event()
@@ -98,7 +99,8 @@ class Daemon:
         self.applied: dict[str, str] = {}
         self.failures = 0
         self.election = LeaderElection(self.client, SYSTEM_NAMESPACE,
-                                       f"reconciler-{self.cluster}", self.identity)
+                                       self.lease_name or f"reconciler-{self.cluster}",
+                                       self.identity)
 
     # --- the loop ---
 
@@ -155,13 +157,25 @@ class Daemon:
                     state, environment, self.cluster, self.client,
                     decrypt=_decryptor(keys, environment) if keys is not None else None,
                     wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
-                    cancelled=lambda: self.trigger.is_set() or self.stopping.is_set())
+                    cancelled=lambda: self._superseded(commit))
             except ReconcilerError as exc:
                 self.metrics.errors.labels(environment).inc()
                 self.metrics.reconciles.labels(environment, "error").inc()
                 self._record(environment, commit, None, str(exc))
                 raise
             self._observe(environment, commit, result, new_commit, time.monotonic() - started)
+
+    def _superseded(self, commit: str) -> bool:
+        """Stop waiting for ``commit``'s health: stopping, or a newer commit arrived (a
+        trigger alone may be the webhook or watchdog of this very commit)."""
+        if self.stopping.is_set():
+            return True
+        if not self.trigger.is_set():
+            return False
+        try:
+            return follow(self.repo) != commit
+        except ReconcilerError:
+            return False
 
     def _observe(self, environment: str, commit: str, result: Result, new_commit: bool,
                  seconds: float) -> None:

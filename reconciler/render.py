@@ -4,7 +4,8 @@ Built-in templates can be overridden file by file by the state repo's ``template
 Whatever a template produces, the renderer itself sets the standard labels and the
 tool's annotations, refuses objects outside the project's namespace, validates each
 object against the Kubernetes OpenAPI schema, and sorts the result, so the same state
-always gives the same bytes.
+always gives the same bytes. The state commit is not put on objects (it is recorded once
+per cluster, in the inventory and status), so an unrelated commit rewrites nothing.
 """
 
 from __future__ import annotations
@@ -258,10 +259,9 @@ class _Renderer:
                     continue
                 metadata = obj["metadata"]
                 metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
-                metadata["annotations"] = {
-                    **(metadata.get("annotations") or {}), **annotations,
-                    f"{LABEL_PREFIX}/state-commit": self.state.revision,
-                }
+                merged = {**(metadata.get("annotations") or {}), **annotations}
+                if merged:
+                    metadata["annotations"] = merged
                 for message in k8sschema.problems(obj):
                     self._report(name, 0, f"{_describe(obj)} is not valid Kubernetes: {message}")
                 objects.append(obj)

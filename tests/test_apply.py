@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from kubernetes.client import ApiClient
 from reconciler import secrets
 from reconciler.gitstore import head_revision
 from reconciler.kube.client import KubeClient, Unreachable
+from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.manager import ApplyAborted, ResourceManager
 from reconciler.reconcile import apply_environment
 from reconciler.state import WorkTree, load_state
@@ -263,3 +265,40 @@ def test_status_live_adds_health_from_the_cluster(live: LiveEnv) -> None:
     assert cells["shop/reindex"]["health"] == {"nonprod-eu": "Healthy"}
     table = live.run("status", "--env", live.name, "--live")
     assert "Healthy" in table.stdout
+
+
+def unschedulable(namespace: str) -> dict[str, Any]:
+    """A Deployment that never becomes available: no node matches its selector."""
+    labels = {"app": "stuck"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "stuck", "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {
+                         "nodeSelector": {"no-such-node": "true"},
+                         "containers": [{"name": "stuck", "image": "registry.example/s@sha256:"
+                                                                   + "c" * 64}]}}}}
+
+
+def test_waiting_reports_per_object_health_at_the_timeout(api_client: ApiClient,
+                                                          namespace: str) -> None:
+    manager = ResourceManager(KubeClient(api_client))
+    manager.apply([unschedulable(namespace)])
+    stuck = ObjectRef("apps/v1", "Deployment", namespace, "stuck")
+    started = time.monotonic()
+    results = manager.wait([stuck], timeout=3, interval=0.5)
+    assert 3 <= time.monotonic() - started < 15
+    assert results[stuck].status == "Progressing"
+    assert "available" in results[stuck].message or "updated" in results[stuck].message
+
+
+def test_a_newer_commit_cancels_the_wait_for_an_older_one(api_client: ApiClient,
+                                                          namespace: str) -> None:
+    manager = ResourceManager(KubeClient(api_client))
+    manager.apply([unschedulable(namespace)])
+    newer_commit = threading.Event()
+    threading.Timer(1.0, newer_commit.set).start()
+    started = time.monotonic()
+    results = manager.wait([ObjectRef("apps/v1", "Deployment", namespace, "stuck")],
+                           timeout=120, cancelled=newer_commit.is_set, interval=0.2)
+    assert time.monotonic() - started < 10, "did not wait out the timeout"
+    assert [h.status for h in results.values()] == ["Progressing"]

@@ -140,3 +140,14 @@ def test_run_stops_cleanly_on_sigterm(committed: LiveEnv, tmp_path: Path) -> Non
     assert process.returncode == 0, err
     lines = [line for line in err.splitlines() if line.startswith("{")]
     assert any('"message": "stopped"' in line for line in lines), err
+
+
+def test_the_daemon_backs_off_exponentially_on_errors(committed: LiveEnv,
+                                                       api_client: ApiClient) -> None:
+    edit(committed.repo, "clusters/prod-eu.yaml", "name: prod-eu", "name: Broken")
+    commit_all(committed.repo, "break the state")
+    daemon = Daemon(committed.repo, "nonprod-eu", KubeClient(api_client), lambda: [],
+                    interval=60, lease_name=f"backoff-{committed.name}")
+    delays = [daemon.step() for _ in range(4)]
+    assert delays == [2.0, 4.0, 8.0, 16.0]
+    assert daemon.failures == 4 and not daemon.applied
