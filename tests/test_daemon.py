@@ -21,10 +21,11 @@ import pytest
 from kubernetes.client import ApiClient
 
 from reconciler.daemon import Daemon
+from reconciler.gitstore import clone_bare
 from reconciler.kube.client import KubeClient
 from reconciler.reconcile import SYSTEM_NAMESPACE
 
-from conftest import LiveEnv, commit_all, edit, wait_for
+from conftest import LiveEnv, clone, commit_all, commit_and_push, edit, wait_for
 
 
 def start(live: LiveEnv, api_client: ApiClient, identity: str, interval: float = 60,
@@ -151,3 +152,33 @@ def test_the_daemon_backs_off_exponentially_on_errors(committed: LiveEnv,
     delays = [daemon.step() for _ in range(4)]
     assert delays == [2.0, 4.0, 8.0, 16.0]
     assert daemon.failures == 4 and not daemon.applied
+
+
+def test_the_daemon_follows_a_remote(committed: LiveEnv, api_client: ApiClient,
+                                     daemons: list[Any], tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    pygit2.clone_repository(str(committed.repo), str(remote), bare=True)
+    follower = tmp_path / "follower.git"
+    clone_bare(str(remote), follower)
+    daemon = Daemon(follower, "nonprod-eu", KubeClient(api_client), lambda: [], interval=60,
+                    lease_name=f"remote-{committed.name}")
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    daemons.append((daemon, thread))
+    first = commit_of(committed.repo)
+    wait_for(lambda: status_of(api_client, committed.name).get("commit") == first,
+             "the first commit applied", timeout=120)
+    writer = clone(remote, tmp_path / "writer")
+    edit(writer, "projects/shop/components/catalog/component.yaml",
+         "resources: {cpu: 100m", "replicas: 3\nresources: {cpu: 100m")
+    commit_and_push(writer, "scale catalog from elsewhere")
+    pushed = commit_of(writer)
+    server = daemon.serve("127.0.0.1:0")
+    request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/hooks/git",
+                                     data=b"{}", method="POST")
+    assert urllib.request.urlopen(request).status == 202
+    wait_for(lambda: status_of(api_client, committed.name).get("commit") == pushed,
+             "the pushed commit fetched and applied", timeout=60)
+    assert kubernetes.client.AppsV1Api(api_client).read_namespaced_deployment(
+        "catalog", committed.shop()).spec.replicas == 3
+    server.shutdown()
