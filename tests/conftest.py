@@ -240,6 +240,17 @@ def live(repo: Path, control_plane: Path) -> LiveEnv:
     return LiveEnv(repo, control_plane)
 
 
+def client_as(api_client: ApiClient, service_account: str, namespace: str) -> ApiClient:
+    """An API client authenticated as a ServiceAccount (a real token from the TokenRequest API)."""
+    token = kubernetes.client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        service_account, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    configuration = kubernetes.client.Configuration()
+    configuration.host = api_client.configuration.host
+    configuration.ssl_ca_cert = api_client.configuration.ssl_ca_cert
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return ApiClient(configuration)
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -19,7 +19,7 @@ from reconciler.kube.manager import ResourceManager
 from reconciler.reconcile import SYSTEM_NAMESPACE, apply_environment
 from reconciler.state import WorkTree, load_state
 
-from conftest import ROOT, LiveEnv, wait_for
+from conftest import ROOT, LiveEnv, client_as, wait_for
 
 MANIFESTS = ("namespace.yaml", "rbac.yaml", "deployment.yaml")
 
@@ -35,14 +35,7 @@ def test_manifests_are_valid_kubernetes() -> None:
 
 
 def as_service_account(api_client: ApiClient) -> KubeClient:
-    core = kubernetes.client.CoreV1Api(api_client)
-    token = core.create_namespaced_service_account_token(
-        "reconciler", SYSTEM_NAMESPACE, {"spec": {"expirationSeconds": 3600}}).status.token
-    configuration = kubernetes.client.Configuration()
-    configuration.host = api_client.configuration.host
-    configuration.ssl_ca_cert = api_client.configuration.ssl_ca_cert
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    return KubeClient(ApiClient(configuration))
+    return KubeClient(client_as(api_client, "reconciler", SYSTEM_NAMESPACE))
 
 
 def test_the_daemon_deploys_and_its_rights_are_enough_for_a_reconcile(

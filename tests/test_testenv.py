@@ -15,7 +15,7 @@ import pytest
 from kubernetes.client import ApiClient
 from kubernetes.dynamic import DynamicClient
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, client_as, wait_for
 
 MANAGER = "reconciler-test"
 IMAGE = "registry.example/app@sha256:" + "a" * 64
@@ -100,13 +100,7 @@ def test_a_job_completes(api_client: ApiClient, namespace: str) -> None:
 def test_rbac_is_enforced(api_client: ApiClient, namespace: str, control_plane: Path) -> None:
     core = kubernetes.client.CoreV1Api(api_client)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
-    token = core.create_namespaced_service_account_token(
-        "nobody", namespace, {"spec": {"expirationSeconds": 600}}).status.token
-    configuration = kubernetes.client.Configuration()
-    configuration.host = api_client.configuration.host
-    configuration.ssl_ca_cert = api_client.configuration.ssl_ca_cert
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    with ApiClient(configuration) as unprivileged, pytest.raises(
+    with client_as(api_client, "nobody", namespace) as unprivileged, pytest.raises(
             kubernetes.client.ApiException) as refused:
         kubernetes.client.CoreV1Api(unprivileged).list_namespaced_secret(namespace)
     assert refused.value.status == 403
