@@ -19,7 +19,7 @@ from reconciler.errors import ReconcilerError, UsageError
 from reconciler.example import init_state_repo
 from reconciler.gitstore import GitTree, clone_bare, follow, head_revision, is_dirty, transact
 from reconciler.kube.client import connect
-from reconciler.model import Secrets, State
+from reconciler.model import State
 from reconciler.promotion import Outcome, split_ref
 from reconciler.reconcile import apply_environment, diff_environment, live_health
 from reconciler.render import Rendered, render_environment
@@ -204,13 +204,6 @@ def _clusters(state: State, environment: str, cluster: str | None) -> list[str]:
     return [cluster]
 
 
-def _secrets_keys(ctx: click.Context, state: State, environment: str) -> Any:
-    """Decryption for apply: needed only when the environment has secrets."""
-    if any(key[0] == environment for key in state.secrets):
-        return _decryptor(ctx, environment)
-    return None
-
-
 _KUBECONFIG = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
                            help="Kubeconfig file (default: $KUBECONFIG or ~/.kube/config); the "
                                 "context is the cluster file's `context`.")
@@ -243,7 +236,7 @@ def apply_command(ctx: click.Context, environment: str, cluster: str | None, dry
     for name in _clusters(state, environment, cluster):
         client = connect(state.clusters[name].context, kubeconfig)
         result = apply_environment(state, environment, name, client,
-                                   decrypt=_secrets_keys(ctx, state, environment),
+                                   decrypt=_decryptor(ctx, environment),
                                    prune=not no_prune, allow_empty=allow_empty,
                                    dry_run=dry_run, wait=wait, timeout=timeout,
                                    force_conflicts=force_conflicts)
@@ -274,7 +267,7 @@ def diff_command(ctx: click.Context, environment: str, cluster: str | None,
     for name in _clusters(state, environment, cluster):
         client = connect(state.clusters[name].context, kubeconfig)
         for text in diff_environment(state, environment, name, client,
-                                     _secrets_keys(ctx, state, environment)):
+                                     _decryptor(ctx, environment)):
             changed = True
             click.echo(text, nl=False)
     if changed:
@@ -598,12 +591,7 @@ def _print_rows(ctx: click.Context, rows: list[dict[str, str]], columns: tuple[s
 
 
 def _decryptor(ctx: click.Context, environment: str) -> Any:
-    keys = secrets.identities(ctx.obj["age_key_file"])
-
-    def decrypt(found: Secrets) -> Mapping[str, str]:
-        return secrets.decrypt(found.document, keys, found.path, environment)
-
-    return decrypt
+    return secrets.decryptor(lambda: secrets.identities(ctx.obj["age_key_file"]), environment)
 
 
 @cli.group("secret")

@@ -30,10 +30,14 @@ from reconciler import secrets
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
-from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.lease import LeaderElection
-from reconciler.model import MANAGED_BY, Secrets
-from reconciler.reconcile import SYSTEM_NAMESPACE, Result, apply_environment
+from reconciler.model import MANAGED_BY
+from reconciler.reconcile import (
+    SYSTEM_NAMESPACE,
+    Result,
+    apply_environment,
+    ensure_system_namespace,
+)
 from reconciler.state import load_state
 
 log = logging.getLogger("reconciler.daemon")
@@ -105,7 +109,7 @@ class Daemon:
     # --- the loop ---
 
     def run(self) -> None:
-        self._ensure_namespace()
+        ensure_system_namespace(self.client)
         observer = self._watch_local_repo()
         log.info("started", extra={"cluster": self.cluster, "identity": self.identity})
         try:
@@ -151,11 +155,9 @@ class Daemon:
             started = time.monotonic()
             new_commit = self.applied.get(environment) != commit
             try:
-                keys = self.decrypt_keys() if any(k[0] == environment for k in state.secrets) \
-                    else None
                 result = apply_environment(
                     state, environment, self.cluster, self.client,
-                    decrypt=_decryptor(keys, environment) if keys is not None else None,
+                    decrypt=secrets.decryptor(self.decrypt_keys, environment),
                     wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
                     cancelled=lambda: self._superseded(commit))
             except ReconcilerError as exc:
@@ -220,12 +222,6 @@ class Daemon:
         except ReconcilerError as exc:
             log.warning("cannot record status", extra={"error": str(exc)})
 
-    def _ensure_namespace(self) -> None:
-        namespace = {"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": SYSTEM_NAMESPACE}}
-        if self.client.get(ObjectRef.of(namespace)) is None:
-            self.client.apply(namespace, "reconciler", force=False, dry_run=False)
-
     def _watch_local_repo(self) -> Any:
         """A repo without origin changes on disk: react to its ref updates at once."""
         git_dir = self.repo / ".git" if (self.repo / ".git").is_dir() else self.repo
@@ -288,10 +284,3 @@ class Daemon:
         server = http.server.ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
-
-
-def _decryptor(keys: Any, environment: str) -> Callable[[Secrets], dict[str, str]]:
-    def decrypt(found: Secrets) -> dict[str, str]:
-        return secrets.decrypt(found.document, keys, found.path, environment)
-
-    return decrypt

@@ -132,7 +132,6 @@ class Written:
     commit: str
     branch: str
     pushed: bool
-    attempts: int
     warning: str = ""
 
 
@@ -196,7 +195,7 @@ def transact(path: Path, operation: Operation, *, branch: str = "main",
                 raise ReconcilerError("your work tree has uncommitted changes to the files this "
                                       "would write: commit or stash them; nothing was written")
             _move_local(repository, target, commit, base if target == branch else None)
-            return Written(str(commit), target, False, attempt)
+            return Written(str(commit), target, False)
         try:
             _push(repository, remote, commit, target, force=target != branch)
         except _MovedRemote:
@@ -210,7 +209,7 @@ def transact(path: Path, operation: Operation, *, branch: str = "main",
             warning = (f"pushed, but your work tree has uncommitted changes to the files this "
                        f"wrote, so it and local {target} were not updated: commit or stash "
                        "them, then git pull")
-        return Written(str(commit), target, True, attempt, warning)
+        return Written(str(commit), target, True, warning)
     raise ReconcilerError(f"gave up after {attempts} attempts: the remote's {target} kept "
                           "moving; nothing was written")
 

@@ -14,9 +14,10 @@ from typing import Any
 from reconciler.errors import ReconcilerError
 from reconciler.kube import inventory
 from reconciler.kube.client import KubeClient
+from reconciler.kube.health import CHECKS as HEALTH_CHECKS
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
-from reconciler.kube.manager import Change, ResourceManager, comparable
+from reconciler.kube.manager import FIELD_MANAGER, Change, ResourceManager, comparable
 from reconciler.model import LABEL_PREFIX, MANAGED_BY, TASK_TYPES, State
 from reconciler.render import MASK, Decrypt, render_environment
 from reconciler.state import namespace_name
@@ -51,8 +52,11 @@ def _inventory_object(environment: str, cluster: str, refs: Inventory,
     }
 
 
-_SYSTEM_NAMESPACE_OBJECT = {"apiVersion": "v1", "kind": "Namespace",
-                            "metadata": {"name": SYSTEM_NAMESPACE}}
+def ensure_system_namespace(client: KubeClient) -> None:
+    """The tool's own namespace (inventories, status, Lease): created once, never pruned."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}
+    if client.get(ObjectRef.of(namespace)) is None:
+        client.apply(namespace, FIELD_MANAGER, force=False, dry_run=False)
 
 
 def read_inventory(client: KubeClient, environment: str) -> Inventory:
@@ -76,7 +80,8 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
                               "render?); use --allow-empty if that is what you want; nothing "
                               "was applied")
     manager = ResourceManager(client, force_conflicts=force_conflicts)
-    manager.apply([_SYSTEM_NAMESPACE_OBJECT], dry_run)
+    if not dry_run:
+        ensure_system_namespace(client)
     changes = manager.apply(objects, dry_run)
     if not any(c.action == "failed" for c in changes):
         changes += manager.delete(stale, dry_run)
@@ -90,7 +95,9 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
                       dry_run)
     health: dict[ObjectRef, Health] = {}
     if wait and not dry_run:
-        health = manager.wait(sorted(current, key=inventory.apply_order), timeout, cancelled)
+        # Kinds without a check are Healthy once they exist, and they were just applied.
+        watched = sorted((r for r in current if r.kind in HEALTH_CHECKS), key=inventory.apply_order)
+        health = manager.wait(watched, timeout, cancelled)
     return Result(environment, cluster, rendered.revision, tuple(changes), health)
 
 

@@ -16,7 +16,7 @@ import datetime
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from reconciler.errors import ReconcilerError
+from reconciler.model import Secrets
 
 ENCRYPTED_REGEX = "^data$"
 FORMAT_VERSION = "3.9.4"
@@ -59,6 +60,20 @@ def identities(key_file: Path | None = None) -> list[pyrage.x25519.Identity]:
                 except pyrage.IdentityError:
                     raise SecretsError("an age key is malformed (AGE-SECRET-KEY-...)") from None
     return found
+
+
+def decryptor(load_keys: Callable[[], Sequence[pyrage.x25519.Identity]], environment: str
+              ) -> Callable[[Secrets], dict[str, str]]:
+    """Decryption of one environment's secrets files for rendering. The keys are loaded on
+    the first file, so an environment without secrets never needs (or reads) a key."""
+    keys: list[Sequence[pyrage.x25519.Identity]] = []
+
+    def decrypt_file(found: Secrets) -> dict[str, str]:
+        if not keys:
+            keys.append(load_keys())
+        return decrypt(found.document, keys[0], found.path, environment)
+
+    return decrypt_file
 
 
 def _read_key_file(path: Path) -> str:
