@@ -16,7 +16,7 @@ from reconciler import __version__, promotion, secrets
 from reconciler import history as audit_log
 from reconciler.daemon import Daemon, json_logging
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.example import init_state_repo
+from reconciler.example import default_demo_key, init_state_repo
 from reconciler.gitstore import GitTree, clone_bare, follow, head_revision, is_dirty, transact
 from reconciler.kube.client import connect
 from reconciler.model import State
@@ -97,14 +97,25 @@ def _state(ctx: click.Context) -> State:
 @click.argument("path", type=click.Path(path_type=Path), default=".")
 @click.option("--example", is_flag=True,
               help="Copy the bundled example organisation instead of a minimal skeleton.")
-def init(path: Path, example: bool) -> None:
+@click.option("--demo-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --example: where to write the new age private key that the example's "
+                   "secrets are encrypted to (default: PATH-age-key.txt beside PATH, never "
+                   "inside the repo).")
+def init(path: Path, example: bool, demo_key: Path | None) -> None:
     """Create a new state repo (a Git repository with one commit) in PATH.
 
     PATH must not exist or be empty. Without --example the repo holds one organisation,
-    cluster, pipeline and environment to grow from.
+    cluster, pipeline and environment to grow from. With --example, the example's
+    development secrets are encrypted to a new age key kept outside the repo.
     """
-    commit = init_state_repo(path, example)
+    if demo_key is not None and not example:
+        raise UsageError("--demo-key goes with --example")
+    commit = init_state_repo(path, example, demo_key)
     click.echo(f"initialised state repo {path} at {commit[:12]}")
+    if example:
+        key_file = demo_key or default_demo_key(path)
+        click.echo(f"wrote the example's age private key to {key_file} (not in the repo); to "
+                   f"decrypt its secrets: export SOPS_AGE_KEY_FILE={key_file}")
 
 
 @cli.command()
@@ -598,9 +609,10 @@ def _decryptor(ctx: click.Context, environment: str) -> Any:
 def secret_group() -> None:
     """Encrypted secrets per component and environment (SOPS files, age keys).
 
-    Values are encrypted to the environment's secretRecipients and never printed, logged or
-    put in a commit message. Decryption keys come from --age-key-file, $SOPS_AGE_KEY_FILE or
-    $SOPS_AGE_KEY.
+    Each secret is its own file, environments/ENV/PROJECT/COMPONENT/secrets/KEY.sops.yaml,
+    encrypted to the environment's secretRecipients: setting, replacing or removing one needs
+    no private key. Values are never printed, logged or put in a commit message. rotate and
+    migrate decrypt, with keys from --age-key-file, $SOPS_AGE_KEY_FILE or $SOPS_AGE_KEY.
     """
 
 
@@ -613,8 +625,9 @@ def secret_group() -> None:
 @click.pass_context
 def secret_set(ctx: click.Context, component: str, assignment: str, environment: str,
                from_file: Any) -> None:
-    """Encrypt and store one secret. Without =VALUE the value is read from --from-file, or
-    standard input (a hidden prompt on a terminal)."""
+    """Encrypt and store (or replace) one secret with only the environment's public keys.
+    Without =VALUE the value is read from --from-file, or standard input (a hidden prompt
+    on a terminal)."""
     key, separator, value = assignment.partition("=")
     if not key:
         raise UsageError(f"{assignment!r} is not KEY[=VALUE]")
@@ -625,8 +638,7 @@ def secret_set(ctx: click.Context, component: str, assignment: str, environment:
             value = click.prompt(f"{key}", hide_input=True)
         else:
             value = sys.stdin.read().rstrip("\n")
-    keys = secrets.identities(ctx.obj["age_key_file"])
-    _write(ctx, promotion.secret_edit(component, environment, key, value, keys))
+    _write(ctx, promotion.secret_set(component, environment, key, value))
 
 
 @secret_group.command("unset")
@@ -635,9 +647,8 @@ def secret_set(ctx: click.Context, component: str, assignment: str, environment:
 @click.option("--env", "environment", required=True)
 @click.pass_context
 def secret_unset(ctx: click.Context, component: str, key: str, environment: str) -> None:
-    """Remove one secret (needs a key that decrypts the file)."""
-    keys = secrets.identities(ctx.obj["age_key_file"])
-    _write(ctx, promotion.secret_edit(component, environment, key, None, keys))
+    """Remove one secret (deletes its file; needs no key)."""
+    _write(ctx, promotion.secret_unset(component, environment, key))
 
 
 @secret_group.command("list")
@@ -646,30 +657,50 @@ def secret_unset(ctx: click.Context, component: str, key: str, environment: str)
 @_output_option
 @click.pass_context
 def secret_list(ctx: click.Context, component: str, environment: str) -> None:
-    """The secret keys of COMPONENT in ENV and when and by whom each last changed; never values."""
+    """The secret keys of COMPONENT in ENV: when and by whom each last changed, and the
+    recipients its file is encrypted to (STALE names current recipients it is not encrypted
+    to, or removed ones it still is: run `secret rotate`). Never values."""
     state = _state(ctx)
     project, name = split_ref(component)
     if (project, name) not in state.components:
         raise ReconcilerError(f"unknown component {component}")
-    found = state.secrets.get((environment, project, name))
-    changed: dict[str, tuple[str, str]] = {}
-    for event in audit_log.events(ctx.obj["repo"], component, environment,
-                                  ctx.obj["revision"] or "HEAD"):
-        if event.operation in ("secret-set", "secret-unset") and event.key not in changed:
-            changed[event.key] = (event.time, event.author)
-    rows = [{"key": key, "changed": changed.get(key, ("", ""))[0],
-             "by": changed.get(key, ("", ""))[1]} for key in (found.keys if found else ())]
-    _print_rows(ctx, rows, ("key", "changed", "by"))
+    if environment not in state.environments:
+        raise ReconcilerError(f"unknown environment {environment!r}")
+    entries = audit_log.secret_entries(ctx.obj["repo"], state, project, name, environment,
+                                       ctx.obj["revision"] or "HEAD")
+    if ctx.obj["output"] in ("json", "yaml"):
+        _print_data(ctx.obj["output"], [entry.as_dict() for entry in entries])
+        return
+    rows = [(e.key, e.changed or "-", e.by or "-", ", ".join(_short_key(r) for r in e.recipients),
+             "; ".join([*(f"missing {_short_key(r)}" for r in e.missing),
+                        *(f"removed {_short_key(r)}" for r in e.extra)]) or "-")
+            for e in entries]
+    _print_table(("KEY", "CHANGED", "BY", "RECIPIENTS", "STALE"), rows)
+
+
+def _short_key(recipient: str) -> str:
+    return f"{recipient[:10]}...{recipient[-6:]}" if len(recipient) > 20 else recipient
 
 
 @secret_group.command("rotate")
 @click.option("--env", "environment", required=True)
 @click.pass_context
 def secret_rotate(ctx: click.Context, environment: str) -> None:
-    """Re-encrypt every secrets file of ENV to its current secretRecipients (after a key was
-    added or removed) under new data keys, in one commit."""
+    """Re-encrypt every secret of ENV to its current secretRecipients (after a key was added
+    or removed) under new data keys, in one commit. Needs a key that decrypts them."""
     keys = secrets.identities(ctx.obj["age_key_file"])
     _write(ctx, promotion.secret_rotate(environment, keys))
+
+
+@secret_group.command("migrate")
+@click.option("--env", "environment", required=True)
+@click.pass_context
+def secret_migrate(ctx: click.Context, environment: str) -> None:
+    """Split ENV's old secrets.sops.yaml files (several secrets in one SOPS file) into one
+    file per secret under secrets/, encrypted to the current secretRecipients, in one
+    commit. Needs a key that decrypts the old files."""
+    keys = secrets.identities(ctx.obj["age_key_file"])
+    _write(ctx, promotion.secret_migrate(environment, keys))
 
 
 def _write_tree(out: Path, rendered: Rendered) -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
 
+import pyrage
+
 from reconciler.errors import ReconcilerError
 from reconciler.gitstore import init_with_files
+from reconciler.model import secret_path
 from reconciler.resources import data_dir
+from reconciler.secrets import encrypt
+from reconciler.yamlio import dump_manifests
+
+_DEMO_ENVIRONMENT = "development"
+_DEMO_SECRETS = {("shop", "checkout"): {"PAYMENT_API_KEY": "demo-payment-key-not-for-production"}}
 
 _SKELETON = {
     "organization.yaml": """\
@@ -43,13 +52,28 @@ clusters: [local]
 }
 
 
-def init_state_repo(path: Path, example: bool) -> str:
-    """Write a new state repo into ``path`` (absent or empty) and commit it; returns the commit."""
+def default_demo_key(path: Path) -> Path:
+    """Where ``init --example`` keeps the example's private age key: beside the repo, never
+    in it."""
+    resolved = path.resolve()
+    return resolved.parent / f"{resolved.name}-age-key.txt"
+
+
+def init_state_repo(path: Path, example: bool, demo_key: Path | None = None) -> str:
+    """Write a new state repo into ``path`` (absent or empty) and commit it; returns the commit.
+
+    The example's secrets are encrypted to a new age key written to ``demo_key`` (default:
+    ``default_demo_key``), so they decrypt without any private key in Git."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ReconcilerError(f"{path} already exists and is not empty: nothing was written")
+    key_file = demo_key or default_demo_key(path)
+    if example and key_file.exists():
+        raise ReconcilerError(f"{key_file} already exists: pass another --demo-key file; "
+                              "nothing was written")
     path.mkdir(parents=True, exist_ok=True)
     if example:
         shutil.copytree(data_dir("example-state-repo"), path, dirs_exist_ok=True)
+        _demo_secrets(path, key_file)
         message = "init: state repo from the bundled example"
     else:
         name = _organization_name(path)
@@ -59,6 +83,25 @@ def init_state_repo(path: Path, example: bool) -> str:
             target.write_text(text.format(name=name))
         message = "init: new state repo"
     return init_with_files(path, message + "\n\nOperation: init\n")
+
+
+def _demo_secrets(path: Path, key_file: Path) -> None:
+    """Encrypt the example's secrets to a new age key, listed as the development
+    environment's recipient, and keep the private key in ``key_file``."""
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    environment = path / "environments" / _DEMO_ENVIRONMENT / "environment.yaml"
+    environment.write_text(environment.read_text() + f"secretRecipients: [{recipient}]\n")
+    for (project, component), values in _DEMO_SECRETS.items():
+        for key, value in values.items():
+            target = path / secret_path(_DEMO_ENVIRONMENT, project, component, key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(dump_manifests([encrypt({key: value}, [recipient])]))
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"# demo key of the example state repo {path.resolve()}\n"
+                     f"# public key: {recipient}\n{identity}\n")
 
 
 def _organization_name(path: Path) -> str:

@@ -5,6 +5,7 @@ Pure data: no I/O. ``path`` is the file each object came from, for error message
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -219,18 +220,48 @@ class Config:
     path: str
 
 
-@dataclass(frozen=True)
-class Secrets:
-    """An encrypted secrets file: key names are plain, values stay ciphertext here."""
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable name (schemas' ``envName``): also a secret's file name."""
 
-    encrypted: Mapping[str, str]
-    sops: Mapping[str, object]
+LEGACY_SECRETS_FILE = "secrets.sops.yaml"
+"""Before one file per secret, all of a component's secrets in one environment were here."""
+
+
+def secrets_folder(environment: str, project: str, component: str) -> str:
+    return f"environments/{environment}/{project}/{component}/secrets"
+
+
+def secret_path(environment: str, project: str, component: str, key: str) -> str:
+    """Where one secret lives: the file is named by its key (DESIGN §3)."""
+    return f"{secrets_folder(environment, project, component)}/{key}.sops.yaml"
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """One encrypted secret, a SOPS file of its own: the key is plain, the value ciphertext."""
+
+    key: str
+    ciphertext: str
+    recipients: tuple[str, ...]
     path: str
     document: Mapping[str, object] = field(default_factory=dict)
 
+
+@dataclass(frozen=True)
+class Secrets:
+    """One component's secrets in one environment: a SOPS file per key, so replacing one
+    needs only the environment's public recipients."""
+
+    files: Mapping[str, SecretFile]
+
     @property
     def keys(self) -> tuple[str, ...]:
-        return tuple(sorted(self.encrypted))
+        return tuple(sorted(self.files))
+
+    @property
+    def encrypted(self) -> dict[str, str]:
+        """Ciphertext per key: changes whenever any secret is written again."""
+        return {key: self.files[key].ciphertext for key in self.keys}
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,26 @@ from typing import Any
 from reconciler import secrets
 from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.gitstore import GitTree, Write
-from reconciler.model import Build, Component, Pipeline, Release, State
+from reconciler.model import (
+    ENV_NAME,
+    LEGACY_SECRETS_FILE,
+    Build,
+    Component,
+    Environment,
+    Pipeline,
+    Release,
+    State,
+    secret_path,
+)
 from reconciler.render import release_ids
 from reconciler.state import Overlay, TreeReader, load_state
-from reconciler.yamlio import dump_manifests, edit_mapping, load_state_file, mapping_document
+from reconciler.yamlio import (
+    MAX_FILE_BYTES,
+    dump_manifests,
+    edit_mapping,
+    load_state_file,
+    mapping_document,
+)
 
 API_VERSION = "reconciler/v1"
 OPERATION = "Operation"
@@ -394,82 +410,132 @@ def codeowners() -> Callable[[GitTree], Outcome]:
 
 # --- secrets ---
 
-def secrets_path(component: Component, environment: str) -> str:
-    return f"environments/{environment}/{component.project}/{component.name}/secrets.sops.yaml"
+def _environment(state: State, environment: str) -> Environment:
+    found = state.environments.get(environment)
+    if found is None:
+        raise ReconcilerError(f"unknown environment {environment!r}")
+    return found
 
 
-def secret_edit(ref: str, environment: str, key: str, value: str | None,
-                keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
-    """Set (``value``) or unset (None) one secret. A new file needs only the environment's
-    public recipients; changing an existing one needs its data key (SOPS encrypts all values
-    of a file under one key, and its MAC covers them all)."""
+def _sealed(key: str, value: str, recipients: Sequence[str]) -> bytes:
+    return dump_manifests([secrets.encrypt({key: value}, recipients)]).encode()
+
+
+def secret_set(ref: str, environment: str, key: str, value: str) -> Callable[[GitTree], Outcome]:
+    """Write or replace one secret's file, encrypted to the environment's public recipients:
+    no private key is needed, because no other secret shares the file."""
 
     def operation(tree: GitTree) -> Outcome:
         state = load_state(tree)
         component = _component(state, ref)
-        target = state.environments.get(environment)
-        if target is None:
-            raise ReconcilerError(f"unknown environment {environment!r}")
-        path = secrets_path(component, environment)
-        existing = state.secrets.get((environment, component.project, component.name))
-        values: dict[str, str] = {}
-        data_key = None
-        if existing is not None:
-            if value is None and key not in existing.encrypted:
-                return Outcome(None, f"{key} is not a secret of {ref} in {environment}: "
-                                     "nothing to do")
-            try:
-                values, data_key = secrets.open_document(existing.document, keys, path,
-                                                         environment)
-            except secrets.SecretsError as exc:
-                raise secrets.SecretsError(
-                    f"{exc.problems[0].message}; changing a secrets file that already holds "
-                    "values needs its data key, because SOPS encrypts every value of a file "
-                    "under one key", path) from None
-        elif value is None:
-            return Outcome(None, f"{ref} has no secrets in {environment}: nothing to do")
-        if value is None:
-            del values[key]
-        else:
-            values[key] = value
-        content: bytes | None = None
-        if values:
-            document = secrets.encrypt(values, target.secret_recipients, data_key)
-            content = dump_manifests([document]).encode()
-        changes: dict[str, bytes | None] = {path: content}
+        target = _environment(state, environment)
+        if not ENV_NAME.fullmatch(key):
+            raise ReconcilerError(f"{key!r} is not a secret name: use an environment variable "
+                                  "name ([A-Za-z_][A-Za-z0-9_]*)")
+        path = secret_path(environment, component.project, component.name, key)
+        changes: dict[str, bytes | None] = {
+            path: _sealed(key, value, target.secret_recipients)}
         _checked(tree, changes)
-        verb = "set" if value is not None else "unset"
-        trailers = {OPERATION: f"secret-{verb}", "Component": ref, "Environment": environment,
-                    "Key": key}
-        subject = f"secret {verb} {ref} {key} in {environment}"
-        return Outcome(Write(commit_message(subject, trailers), changes), subject)
+        return _secret_write("set", ref, environment, key, changes)
 
     return operation
 
 
-def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
-    """Re-encrypt every secrets file of an environment to its current recipients, under new
-    data keys, in one commit."""
+def secret_unset(ref: str, environment: str, key: str) -> Callable[[GitTree], Outcome]:
+    """Delete one secret's file."""
 
     def operation(tree: GitTree) -> Outcome:
         state = load_state(tree)
-        target = state.environments.get(environment)
-        if target is None:
-            raise ReconcilerError(f"unknown environment {environment!r}")
-        files = {k: s for k, s in state.secrets.items() if k[0] == environment}
-        if not files:
+        component = _component(state, ref)
+        _environment(state, environment)
+        found = state.secrets.get((environment, component.project, component.name))
+        if found is None or key not in found.files:
+            return Outcome(None, f"{key} is not a secret of {ref} in {environment}: "
+                                 "nothing to do")
+        changes: dict[str, bytes | None] = {found.files[key].path: None}
+        _checked(tree, changes)
+        return _secret_write("unset", ref, environment, key, changes)
+
+    return operation
+
+
+def _secret_write(verb: str, ref: str, environment: str, key: str,
+                  changes: dict[str, bytes | None]) -> Outcome:
+    trailers = {OPERATION: f"secret-{verb}", "Component": ref, "Environment": environment,
+                "Key": key}
+    subject = f"secret {verb} {ref} {key} in {environment}"
+    return Outcome(Write(commit_message(subject, trailers), changes), subject)
+
+
+def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
+    """Re-encrypt every secret of an environment to its current recipients, under new data
+    keys, in one commit (needs a private key that decrypts them all)."""
+
+    def operation(tree: GitTree) -> Outcome:
+        state = load_state(tree)
+        target = _environment(state, environment)
+        found = [secret for key, component in sorted(state.secrets.items())
+                 if key[0] == environment for secret in component.files.values()]
+        if not found:
             return Outcome(None, f"{environment} has no secrets: nothing to do")
-        changes: dict[str, bytes | None] = {}
-        for _, existing in sorted(files.items()):
-            values = secrets.decrypt(existing.document, keys, existing.path, environment)
-            document = secrets.encrypt(values, target.secret_recipients)
-            changes[existing.path] = dump_manifests([document]).encode()
+        changes: dict[str, bytes | None] = {
+            secret.path: _sealed(secret.key, secrets.decrypt_secret(secret, keys, environment),
+                                 target.secret_recipients)
+            for secret in found}
         _checked(tree, changes)
         trailers = {OPERATION: "secret-rotate", "Environment": environment,
                     "Recipients": str(len(target.secret_recipients))}
         subject = f"secret rotate {environment}: {len(changes)} files"
         return Outcome(Write(commit_message(subject, trailers), changes),
-                       f"re-encrypted {len(changes)} secrets files of {environment} to "
+                       f"re-encrypted {len(changes)} secrets of {environment} to "
                        f"{len(target.secret_recipients)} recipients")
 
     return operation
+
+
+def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
+    """Split each old many-secret ``secrets.sops.yaml`` of an environment into one file per
+    secret, encrypted to the environment's current recipients, in one commit (needs a
+    private key that decrypts the old files)."""
+
+    def operation(tree: GitTree) -> Outcome:
+        prefix = f"environments/{environment}/"
+        legacy = sorted(path for path, is_link in tree.entries()
+                        if not is_link and path.startswith(prefix)
+                        and path.endswith(f"/{LEGACY_SECRETS_FILE}") and path.count("/") == 4)
+        environment_file = f"{prefix}environment.yaml"
+        if not any(path == environment_file for path, _ in tree.entries()):
+            raise ReconcilerError(f"unknown environment {environment!r}")
+        if not legacy:
+            return Outcome(None, f"{environment} has no {LEGACY_SECRETS_FILE} to migrate: "
+                                 "nothing to do")
+        recipients = _secret_recipients(tree, environment_file)
+        changes: dict[str, bytes | None] = {}
+        for path in legacy:
+            _, _, project, component, _ = path.split("/")
+            document = load_state_file(path, tree.read(path, MAX_FILE_BYTES)).data
+            for key, value in sorted(secrets.decrypt(document, keys, path, environment).items()):
+                changes[secret_path(environment, project, component, key)] = _sealed(
+                    key, value, recipients)
+            changes[path] = None
+        _checked(tree, changes)
+        trailers = {OPERATION: "secret-migrate", "Environment": environment,
+                    "Recipients": str(len(recipients))}
+        moved = len(changes) - len(legacy)
+        subject = f"secret migrate {environment}: {moved} secrets, one file each"
+        return Outcome(Write(commit_message(subject, trailers), changes),
+                       f"split {len(legacy)} {LEGACY_SECRETS_FILE} of {environment} into "
+                       f"{moved} files under secrets/")
+
+    return operation
+
+
+def _secret_recipients(tree: TreeReader, environment_file: str) -> tuple[str, ...]:
+    """The recipients straight from environment.yaml: the state does not load while old
+    secrets files are present (the state after the migration is validated in full)."""
+    data = load_state_file(environment_file, tree.read(environment_file, MAX_FILE_BYTES)).data
+    recipients = data.get("secretRecipients") if isinstance(data, Mapping) else None
+    if not isinstance(recipients, list) or not recipients:
+        raise ReconcilerError("no secretRecipients: add age public keys to the environment "
+                              "first", environment_file)
+    return tuple(str(r) for r in recipients)

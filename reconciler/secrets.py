@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from reconciler.errors import ReconcilerError
-from reconciler.model import Secrets
+from reconciler.model import SecretFile, Secrets
 
 ENCRYPTED_REGEX = "^data$"
 FORMAT_VERSION = "3.9.4"
@@ -64,16 +64,25 @@ def identities(key_file: Path | None = None) -> list[pyrage.x25519.Identity]:
 
 def decryptor(load_keys: Callable[[], Sequence[pyrage.x25519.Identity]], environment: str
               ) -> Callable[[Secrets], dict[str, str]]:
-    """Decryption of one environment's secrets files for rendering. The keys are loaded on
-    the first file, so an environment without secrets never needs (or reads) a key."""
+    """Decryption of one environment's secrets for rendering. The keys are loaded on the
+    first secret, so an environment without secrets never needs (or reads) a key."""
     keys: list[Sequence[pyrage.x25519.Identity]] = []
 
-    def decrypt_file(found: Secrets) -> dict[str, str]:
+    def decrypt_component(found: Secrets) -> dict[str, str]:
         if not keys:
             keys.append(load_keys())
-        return decrypt(found.document, keys[0], found.path, environment)
+        return {key: decrypt_secret(found.files[key], keys[0], environment) for key in found.keys}
 
-    return decrypt_file
+    return decrypt_component
+
+
+def decrypt_secret(secret: SecretFile, keys: Sequence[pyrage.x25519.Identity],
+                   environment: str) -> str:
+    """The plaintext of one secret's file, after checking its MAC."""
+    values = decrypt(secret.document, keys, secret.path, environment)
+    if secret.key not in values:
+        raise SecretsError(f"holds no value for {secret.key}", secret.path)
+    return values[secret.key]
 
 
 def _read_key_file(path: Path) -> str:
@@ -86,12 +95,6 @@ def _read_key_file(path: Path) -> str:
 def decrypt(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity], where: str,
             environment: str) -> dict[str, str]:
     """The plaintext ``data`` of a SOPS document, after checking its MAC."""
-    return open_document(document, keys, where, environment)[0]
-
-
-def open_document(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity],
-                  where: str, environment: str) -> tuple[dict[str, str], bytes]:
-    """The plaintext ``data`` and the data key of a SOPS document, after checking its MAC."""
     metadata = document.get("sops")
     if not isinstance(metadata, Mapping):
         raise SecretsError("not a SOPS file: no sops metadata", where)
@@ -117,16 +120,16 @@ def open_document(document: Mapping[str, Any], keys: Sequence[pyrage.x25519.Iden
     if expected != digest.hexdigest().upper():
         raise SecretsError("failed its integrity check (MAC mismatch): the file was changed "
                            "without its data key", where)
-    return values, data_key
+    return values
 
 
 def encrypt(values: Mapping[str, str], recipients: Sequence[str],
-            data_key: bytes | None = None,
             moment: datetime.datetime | None = None) -> dict[str, Any]:
-    """A SOPS document for ``values``, its data key age-encrypted to every recipient."""
+    """A SOPS document for ``values`` under a new data key, age-encrypted to every recipient:
+    writing one needs no private key."""
     if not recipients:
         raise SecretsError("no secretRecipients: add age public keys to the environment first")
-    key = data_key or os.urandom(32)
+    key = os.urandom(32)
     lastmodified = (moment or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     header = {"apiVersion": "reconciler/v1", "kind": "Secrets"}
     digest = hashlib.sha512()

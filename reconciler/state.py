@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from reconciler import schemas
 from reconciler.errors import InvalidState, Problem, ReconcilerError
 from reconciler.model import (
+    LEGACY_SECRETS_FILE,
     Build,
     Cluster,
     Component,
@@ -34,6 +35,7 @@ from reconciler.model import (
     Project,
     Release,
     Resources,
+    SecretFile,
     Secrets,
     Stage,
     State,
@@ -57,10 +59,11 @@ LAYOUT: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("Environment", rf"environments/{_SEG}/environment\.yaml"),
         ("Release", rf"environments/{_SEG}/{_SEG}/{_SEG}/release\.yaml"),
         ("Config", rf"environments/{_SEG}/{_SEG}/{_SEG}/config\.yaml"),
-        ("Secrets", rf"environments/{_SEG}/{_SEG}/{_SEG}/secrets\.sops\.yaml"),
+        ("Secrets", rf"environments/{_SEG}/{_SEG}/{_SEG}/secrets/{_SEG}\.sops\.yaml"),
         ("ThirdPartyService", rf"marketplace/third-party/{_SEG}\.yaml"),
     )
 )
+_LEGACY_SECRETS_FILE = re.compile(rf"environments/{_SEG}/{_SEG}/{_SEG}/{LEGACY_SECRETS_FILE}\Z")
 _COMPONENT_FOLDER_FILE = re.compile(r"projects/[^/]+/components/[^/]+/.+\Z")
 _STATE_FOLDERS = ("clusters/", "pipelines/", "projects/", "builds/", "environments/",
                   "marketplace/")
@@ -124,6 +127,7 @@ class _Loader:
         self.reader = reader
         self.problems: list[Problem] = []
         self.documents: dict[str, Document] = {}
+        self.broken: set[tuple[str, tuple[str, ...]]] = set()
 
     def problem(self, path: str, where: list[Any] | int, message: str) -> None:
         if isinstance(where, int):
@@ -151,10 +155,15 @@ class _Loader:
             kind, groups = _classify(path)
             if kind:
                 typed.append((path, kind, groups))
+            elif _LEGACY_SECRETS_FILE.match(path):
+                self.problem(path, 0, "several secrets in one SOPS file are no longer read (each "
+                             "secret is its own secrets/<KEY>.sops.yaml, so setting one needs "
+                             "only public keys): split it with `reconciler secret migrate --env "
+                             f"{path.split('/')[1]}`, which needs a key that decrypts it")
             elif path.startswith(_STATE_FOLDERS) and not _is_free_file(path):
                 self.problem(path, 0, "unexpected file: not part of the state repo layout")
         valid: list[tuple[str, str, tuple[str, ...]]] = []
-        broken: set[tuple[str, tuple[str, ...]]] = set()
+        broken = self.broken
         for path, kind, groups in typed:
             if self._parse(path, kind) is None:
                 broken.add((kind, groups))
@@ -241,14 +250,30 @@ class _Loader:
                                 "component")
                 parts["releases"][groups] = _release(groups[0], data, path)
             elif kind == "Secrets":
-                parts["secrets"][groups] = Secrets(dict(data["data"]), dict(data["sops"]), path,
-                                                   data)
+                secret = self._secret_file(path, groups[3], data)
+                if secret is None:
+                    self.broken.add((kind, groups))
+                else:
+                    parts["secrets"].setdefault(groups[:3], {})[secret.key] = secret
             elif kind == "ThirdPartyService":
                 self._same_name(path, data["name"], groups[0], "file name")
                 parts["third_party"][groups[0]] = _third_party(data, path)
         assert organization is not None
+        parts["secrets"] = {key: Secrets(files) for key, files in parts["secrets"].items()}
         return State(organization=organization, revision=self.reader.revision, files=files,
                      templates=templates, **parts)
+
+    def _secret_file(self, path: str, key: str, data: Mapping[str, Any]) -> SecretFile | None:
+        """One secret per file, named by its key: replacing it then never touches another."""
+        found = sorted(data["data"])
+        if found != [key]:
+            held = ", ".join(found) or "nothing"
+            self.problem(path, ["data"], f"holds {held}: a secrets file holds exactly one "
+                         f"secret, the one its name says ({key})")
+            return None
+        recipients = tuple(str(entry.get("recipient", "")) for entry in data["sops"].get("age") or []
+                           if isinstance(entry, Mapping))
+        return SecretFile(key, data["data"][key], recipients, path, data)
 
     def _same_name(self, path: str, inside: str, outside: str, what: str,
                    key: str = "name") -> None:
@@ -416,7 +441,8 @@ class _Checker:
             self._environment_folder(key, config.path)
             self._no_secret_in_config(key[1:], config)
         for key, secrets in self.state.secrets.items():
-            self._environment_folder(key, secrets.path)
+            for secret in secrets.files.values():
+                self._environment_folder(key, secret.path)
         for release in self.state.releases.values():
             self._release(release)
 
@@ -575,8 +601,9 @@ class _Checker:
         for configurable in component.configurables:
             if configurable.secret and configurable.name in config.env:
                 self.report(config.path, ["env", configurable.name],
-                            f"{configurable.name} is a secret: keep it in the encrypted "
-                            "secrets.sops.yaml, never in plain config")
+                            f"{configurable.name} is a secret: keep it encrypted in "
+                            f"secrets/{configurable.name}.sops.yaml (reconciler secret set), "
+                            "never in plain config")
 
     def _environment_folder(self, key: tuple[str, str, str], path: str) -> bool:
         environment, project, component = key
@@ -642,7 +669,7 @@ class _Checker:
     def _required_configurables(self, release: Release, component: Component) -> None:
         key = (release.environment, release.project, release.component)
         if (self._broken("Config", *key) or self._broken("Config", *key[1:])
-                or self._broken("Secrets", *key)):
+                or any(kind == "Secrets" and groups[:3] == key for kind, groups in self.broken)):
             return
         provided: set[str] = set()
         for config in (self.state.component_configs.get(key[1:]),

@@ -40,8 +40,17 @@ Run = Callable[..., Result]
 @pytest.fixture(scope="session")
 def example_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "acme"
-    init_state_repo(path, example=True)
+    init_state_repo(path, example=True, demo_key=path.parent / DEMO_KEY_FILE)
     return path
+
+
+DEMO_KEY_FILE = "acme-age-key.txt"
+
+
+@pytest.fixture(scope="session")
+def demo_key(example_template: Path) -> Path:
+    """The age private key that the example's development secrets are encrypted to."""
+    return example_template.parent / DEMO_KEY_FILE
 
 
 @pytest.fixture
@@ -210,9 +219,11 @@ def namespace(api_client: ApiClient) -> Iterator[str]:
 class LiveEnv:
     """The example with its development environment renamed, pointed at the test cluster."""
 
-    def __init__(self, repo: Path, kubeconfig: Path) -> None:
+    def __init__(self, repo: Path, kubeconfig: Path, age_key: Path) -> None:
         self.repo = repo
         self.kubeconfig = kubeconfig
+        self.age_key = age_key
+        """Decrypts the example's development secrets, as an operator's key would."""
         self.name = f"d{uuid.uuid4().hex[:8]}"
         (repo / "environments/development").rename(repo / f"environments/{self.name}")
         edit(repo, f"environments/{self.name}/environment.yaml", "name: development",
@@ -226,8 +237,9 @@ class LiveEnv:
         return f"shop-{self.name}"
 
     def run(self, *args: str) -> Result:
-        result = CliRunner().invoke(cli, ["--repo", str(self.repo), *args, "--kubeconfig",
-                                          str(self.kubeconfig)])
+        runner = CliRunner(env={"SOPS_AGE_KEY_FILE": str(self.age_key), "SOPS_AGE_KEY": None})
+        result = runner.invoke(cli, ["--repo", str(self.repo), *args, "--kubeconfig",
+                                     str(self.kubeconfig)], catch_exceptions=False)
         return Result(result.exit_code, result.stdout, result.stderr)
 
     def apply(self, *args: str) -> Result:
@@ -235,9 +247,9 @@ class LiveEnv:
 
 
 @pytest.fixture
-def live(repo: Path, control_plane: Path) -> LiveEnv:
+def live(repo: Path, control_plane: Path, demo_key: Path) -> LiveEnv:
     """The example's development environment, renamed uniquely, ready to apply."""
-    return LiveEnv(repo, control_plane)
+    return LiveEnv(repo, control_plane, demo_key)
 
 
 def client_as(api_client: ApiClient, service_account: str, namespace: str) -> ApiClient:

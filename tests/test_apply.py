@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import pyrage
 import pytest
 from kubernetes.client import ApiClient
 
-from reconciler import secrets
 from reconciler.gitstore import head_revision
 from reconciler.kube.client import KubeClient, Unreachable
 from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.manager import ApplyAborted, ResourceManager
 from reconciler.reconcile import apply_environment
 from reconciler.state import WorkTree, load_state
-from reconciler.yamlio import dump_manifests
 
 from conftest import LiveEnv, controlplane_module, edit
 
@@ -158,25 +155,20 @@ def test_an_empty_render_is_refused_unless_allowed(live: LiveEnv,
     assert "Deployment/checkout" not in objects_in(api_client, live.shop())
 
 
-def test_secret_values_are_masked_in_diff(live: LiveEnv, api_client: ApiClient,
-                                          tmp_path: Path) -> None:
-    identity = pyrage.x25519.Identity.generate()
-    key_file = tmp_path / "key.txt"
-    key_file.write_text(f"{identity}\n")
-    edit(live.repo, f"environments/{live.name}/environment.yaml", "clusters:",
-         f"secretRecipients: [{identity.to_public()}]\nclusters:")
-    document = secrets.encrypt({"PAYMENT_API_KEY": "hunter2-value"}, [str(identity.to_public())])
-    (live.repo / f"environments/{live.name}/shop/checkout/secrets.sops.yaml").write_text(
-        dump_manifests([document]))
-    diff = live.run("--age-key-file", str(key_file), "diff", "--env", live.name)
-    assert "hunter2-value" not in diff.stdout
-    assert base64.b64encode(b"hunter2-value").decode() not in diff.stdout
+def test_secrets_are_masked_in_diff_and_applied_decrypted(live: LiveEnv,
+                                                          api_client: ApiClient) -> None:
+    """The example's development environment has a secret; the live env holds its key."""
+    value = b"demo-payment-key-not-for-production"
+    diff = live.run("diff", "--env", live.name)
+    assert value.decode() not in diff.stdout
+    assert base64.b64encode(value).decode() not in diff.stdout
     assert "++++++++" in diff.stdout
-    applied = live.run("--age-key-file", str(key_file), "apply", "--env", live.name)
+    applied = live.apply()
     assert applied.exit_code == 0, applied.stderr
     secret = next(s for s in kubernetes.client.CoreV1Api(api_client).list_namespaced_secret(
         live.shop()).items if s.metadata.name.startswith("checkout-secrets-"))
-    assert base64.b64decode(secret.data["PAYMENT_API_KEY"]) == b"hunter2-value"
+    assert base64.b64decode(secret.data["PAYMENT_API_KEY"]) == value
+    assert value.decode() not in applied.stdout + applied.stderr
 
 
 class FreezingClient(KubeClient):

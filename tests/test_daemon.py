@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pygit2
 import pytest
 from kubernetes.client import ApiClient
 
+from reconciler import secrets
 from reconciler.daemon import Daemon
 from reconciler.gitstore import clone_bare
 from reconciler.kube.client import KubeClient
@@ -28,9 +29,14 @@ from reconciler.reconcile import SYSTEM_NAMESPACE
 from conftest import LiveEnv, clone, commit_all, commit_and_push, edit, wait_for
 
 
+def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
+    """The daemon's age keys: the one the example's development secrets are encrypted to."""
+    return lambda: secrets.identities(live.age_key)
+
+
 def start(live: LiveEnv, api_client: ApiClient, identity: str, interval: float = 60,
           cluster: str = "nonprod-eu") -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(live.repo, cluster, KubeClient(api_client), lambda: [], interval=interval,
+    daemon = Daemon(live.repo, cluster, KubeClient(api_client), keys_of(live), interval=interval,
                     identity=identity, wait_timeout=60)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
@@ -133,7 +139,8 @@ def test_run_stops_cleanly_on_sigterm(committed: LiveEnv, tmp_path: Path) -> Non
          "--cluster", "nonprod-eu", "--listen", "127.0.0.1:0", "--interval", "1",
          "--kubeconfig", str(committed.kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x"})
+        env={**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x",
+             "SOPS_AGE_KEY_FILE": str(committed.age_key)})
     time.sleep(5)
     assert process.poll() is None, process.stderr.read() if process.stderr else ""
     process.send_signal(signal.SIGTERM)
@@ -147,7 +154,7 @@ def test_the_daemon_backs_off_exponentially_on_errors(committed: LiveEnv,
                                                        api_client: ApiClient) -> None:
     edit(committed.repo, "clusters/prod-eu.yaml", "name: prod-eu", "name: Broken")
     commit_all(committed.repo, "break the state")
-    daemon = Daemon(committed.repo, "nonprod-eu", KubeClient(api_client), lambda: [],
+    daemon = Daemon(committed.repo, "nonprod-eu", KubeClient(api_client), keys_of(committed),
                     interval=60, lease_name=f"backoff-{committed.name}")
     delays = [daemon.step() for _ in range(4)]
     assert delays == [2.0, 4.0, 8.0, 16.0]
@@ -160,7 +167,7 @@ def test_the_daemon_follows_a_remote(committed: LiveEnv, api_client: ApiClient,
     pygit2.clone_repository(str(committed.repo), str(remote), bare=True)
     follower = tmp_path / "follower.git"
     clone_bare(str(remote), follower)
-    daemon = Daemon(follower, "nonprod-eu", KubeClient(api_client), lambda: [], interval=60,
+    daemon = Daemon(follower, "nonprod-eu", KubeClient(api_client), keys_of(committed), interval=60,
                     lease_name=f"remote-{committed.name}")
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

@@ -12,7 +12,7 @@ from reconciler.cli import cli
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -60,3 +60,34 @@ def test_init_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     assert code == 1
     assert err == f"error: {target} already exists and is not empty: nothing was written\n"
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
+
+
+def test_the_example_keeps_its_demo_age_key_outside_the_repo(tmp_path: Path) -> None:
+    target = tmp_path / "acme"
+    code, out, _ = invoke("init", str(target), "--example")
+    key_file = tmp_path / "acme-age-key.txt"
+    assert code == 0
+    assert out.splitlines()[1] == (f"wrote the example's age private key to {key_file} (not in "
+                                   f"the repo); to decrypt its secrets: export "
+                                   f"SOPS_AGE_KEY_FILE={key_file}")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert "AGE-SECRET-KEY-" in key_file.read_text()
+    secret = target / "environments/development/shop/checkout/secrets/PAYMENT_API_KEY.sops.yaml"
+    assert "ENC[AES256_GCM," in secret.read_text()
+    rendered = CliRunner(env={"SOPS_AGE_KEY_FILE": str(key_file)}).invoke(
+        cli, ["--repo", str(target), "render", "--env", "development", "--reveal-secrets"],
+        catch_exceptions=False)
+    assert rendered.exit_code == 0, rendered.stderr
+    assert "ZGVtby1wYXltZW50LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=" in rendered.stdout  # base64
+
+
+def test_the_demo_key_is_never_overwritten(tmp_path: Path) -> None:
+    key_file = tmp_path / "mine.txt"
+    key_file.write_text("my own key")
+    code, _, err = invoke("init", str(tmp_path / "acme"), "--example", "--demo-key", str(key_file))
+    assert code == 1
+    assert err == (f"error: {key_file} already exists: pass another --demo-key file; nothing "
+                   "was written\n")
+    assert key_file.read_text() == "my own key"
+    assert not (tmp_path / "acme").exists()
+    assert invoke("init", str(tmp_path / "skeleton"), "--demo-key", str(key_file))[0] == 2

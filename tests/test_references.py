@@ -169,8 +169,8 @@ def test_required_secret_configurable_is_seen_without_decrypting(repo: Path, run
     errors = errors_after(run)
     assert any("lacks required configurables of shop/checkout: PAYMENT_API_KEY (secret)" in e
                for e in errors)
-    for environment in ("development", "staging", "production"):
-        write(repo, f"environments/{environment}/shop/checkout/secrets.sops.yaml",
+    for environment in ("staging", "production"):  # development has the example's own
+        write(repo, f"environments/{environment}/shop/checkout/secrets/PAYMENT_API_KEY.sops.yaml",
               "kind: Secrets\ndata:\n  PAYMENT_API_KEY: ENC[AES256_GCM,data:cGF5,iv:aXY=,"
               "tag:dGFn,type:str]\nsops: {version: 3.9.0}\n")
     assert run("validate").exit_code == 0
@@ -179,8 +179,9 @@ def test_required_secret_configurable_is_seen_without_decrypting(repo: Path, run
 def test_secret_configurable_in_plain_config_is_refused(repo: Path, run: Run) -> None:
     edit(repo, f"{STAGING}/config.yaml", "env:", "env:\n  PAYMENT_API_KEY: hunter2")
     errors = errors_after(run)
-    assert any("PAYMENT_API_KEY is a secret: keep it in the encrypted secrets.sops.yaml" in e
-               for e in errors)
+    assert any("PAYMENT_API_KEY is a secret: keep it encrypted in "
+               "secrets/PAYMENT_API_KEY.sops.yaml (reconciler secret set), never in plain config"
+               in e for e in errors)
     assert not any("hunter2" in e for e in errors)
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import Run, commit_all, edit, write
 
-SECRETS = "environments/production/shop/checkout/secrets.sops.yaml"
+SECRETS = "environments/production/shop/checkout/secrets/PAYMENT_API_KEY.sops.yaml"
 CIPHERTEXT = "c2VjcmV0LWNpcGhlcnRleHQ="
 
 

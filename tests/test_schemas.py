@@ -124,7 +124,7 @@ def test_track_needs_a_branch_or_an_image(repo: Path, run: Run) -> None:
 
 
 def test_plain_text_secret_value_is_refused(repo: Path, run: Run) -> None:
-    write(repo, "environments/staging/shop/checkout/secrets.sops.yaml",
+    write(repo, "environments/staging/shop/checkout/secrets/PAYMENT_API_KEY.sops.yaml",
           "kind: Secrets\ndata: {PAYMENT_API_KEY: hunter2}\nsops: {version: 3.9.0}\n")
     result = run("validate")
     assert result.exit_code == 1
