@@ -432,6 +432,9 @@ def secret_set(ref: str, environment: str, key: str, value: str) -> Callable[[Gi
         if not ENV_NAME.fullmatch(key):
             raise ReconcilerError(f"{key!r} is not a secret name: use an environment variable "
                                   "name ([A-Za-z_][A-Za-z0-9_]*)")
+        if any(c.name == key and not c.secret for c in component.configurables):
+            raise ReconcilerError(f"{key} is a plain configurable of {ref}: use reconciler "
+                                  "config set, or declare it secret: true first")
         path = secret_path(environment, component.project, component.name, key)
         changes: dict[str, bytes | None] = {
             path: _sealed(key, value, target.secret_recipients)}

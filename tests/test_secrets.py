@@ -126,6 +126,17 @@ def test_a_name_that_is_not_an_environment_variable_is_refused(work: Path, remot
     assert str(tip(remote).id) == before
 
 
+def test_a_plain_configurable_is_not_made_a_secret(work: Path, remote: Path,
+                                                  recipients: Keys) -> None:
+    before = str(tip(remote).id)
+    refused = secret_cli(work, "secret", "set", "shop/checkout", f"LOG_LEVEL={VALUE}", "--env",
+                         "staging")
+    assert refused.exit_code == 1
+    assert refused.errors == ["error: LOG_LEVEL is a plain configurable of shop/checkout: use "
+                              "reconciler config set, or declare it secret: true first"]
+    assert str(tip(remote).id) == before
+
+
 def test_an_environment_without_recipients_is_refused(work: Path, remote: Path) -> None:
     before = str(tip(remote).id)
     refused = secret_cli(work, "secret", "set", "shop/checkout", f"A={VALUE}", "--env", "staging")
