@@ -27,6 +27,7 @@ import pygit2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from reconciler import secrets
 from reconciler.daemon import Daemon
 from reconciler.gitstore import init_with_files
 from reconciler.kube.client import KubeClient
@@ -57,6 +58,10 @@ def commit(repo: Path, message: str) -> str:
                                         repository.index.write_tree(), [repository.head.target]))
 
 
+NO_SECRETS = secrets.decryptor(lambda: [], "development")
+"""The generated state has no secrets, so no key is ever asked for."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--components", type=int, default=300)
@@ -84,12 +89,12 @@ def main() -> None:
 
         client = KubeClient(api)
         start = time.perf_counter()
-        first = apply_environment(state, "development", "bench", client, decrypt=None)
+        first = apply_environment(state, "development", "bench", client, decrypt=NO_SECRETS)
         print(f"first apply: {time.perf_counter() - start:.1f} s, {client.writes} write requests,"
               f" {sum(c.action == 'created' for c in first.changes)} created")
         client = KubeClient(api)
         start = time.perf_counter()
-        apply_environment(state, "development", "bench", client, decrypt=None)
+        apply_environment(state, "development", "bench", client, decrypt=NO_SECRETS)
         print(f"no-op reconcile: {time.perf_counter() - start:.1f} s, {client.writes} write "
               "requests")
 

@@ -65,7 +65,7 @@ def read_inventory(client: KubeClient, environment: str) -> Inventory:
 
 
 def apply_environment(state: State, environment: str, cluster: str, client: KubeClient, *,
-                      decrypt: Decrypt | None, prune: bool = True, allow_empty: bool = False,
+                      decrypt: Decrypt, prune: bool = True, allow_empty: bool = False,
                       dry_run: bool = False, wait: bool = False, timeout: float = 300,
                       force_conflicts: bool = False,
                       cancelled: Callable[[], bool] = lambda: False) -> Result:
@@ -102,7 +102,7 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
 
 
 def diff_environment(state: State, environment: str, cluster: str, client: KubeClient,
-                     decrypt: Decrypt | None) -> list[str]:
+                     decrypt: Decrypt) -> list[str]:
     """A unified diff per object that would change: live -> server-side dry-run result of a
     forced apply (so fields another manager took over show as the drift they are). Secret
     values show as a mask, with only whether they changed."""

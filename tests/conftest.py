@@ -17,8 +17,10 @@ import pytest
 from click.testing import CliRunner
 from kubernetes.client import ApiClient
 
+from reconciler import secrets
 from reconciler.cli import cli
 from reconciler.example import init_state_repo
+from reconciler.render import Decrypt
 
 HEADER = "apiVersion: reconciler/v1\n"
 
@@ -235,6 +237,10 @@ class LiveEnv:
 
     def shop(self) -> str:
         return f"shop-{self.name}"
+
+    def decrypt(self) -> Decrypt:
+        """Decryption of this environment's secrets with the operator's key."""
+        return secrets.decryptor(lambda: secrets.identities(self.age_key), self.name)
 
     def run(self, *args: str) -> Result:
         runner = CliRunner(env={"SOPS_AGE_KEY_FILE": str(self.age_key), "SOPS_AGE_KEY": None})

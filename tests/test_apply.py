@@ -62,7 +62,7 @@ def test_a_second_apply_makes_no_writes(live: LiveEnv, api_client: ApiClient) ->
     head = head_revision(live.repo)
     state = load_state(WorkTree(live.repo, f"{head}-dirty"))  # as the CLI reads this work tree
     client = KubeClient(api_client)
-    result = apply_environment(state, live.name, "nonprod-eu", client, decrypt=None)
+    result = apply_environment(state, live.name, "nonprod-eu", client, decrypt=live.decrypt())
     assert {c.action for c in result.changes} == {"unchanged"}
     assert client.writes == 0
     assert objects_in(api_client, live.shop()) == before
@@ -199,23 +199,23 @@ def own_control_plane(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_an_api_server_that_stops_mid_apply_is_a_clear_error_and_the_next_run_converges(
-        repo: Path, own_control_plane: Path) -> None:
+        repo: Path, own_control_plane: Path, demo_key: Path) -> None:
     kubeconfig = own_control_plane / "admin.kubeconfig"
-    live = LiveEnv(repo, kubeconfig)
+    live = LiveEnv(repo, kubeconfig, demo_key)
     apiserver = json.loads((own_control_plane / "pids.json").read_text())["kube-apiserver"]
     state = load_state(WorkTree(repo))
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
     api.configuration.retries = 0
     with pytest.raises(Unreachable) as stopped:
         apply_environment(state, live.name, "nonprod-eu", FreezingClient(api, apiserver, 40),
-                          decrypt=None)
+                          decrypt=live.decrypt())
     assert "cannot reach the API server at https://127.0.0.1:" in str(stopped.value)
     os.kill(apiserver, signal.SIGCONT)
     result = live.apply("--wait", "--timeout", "120")
     assert result.exit_code == 0, result.stdout + result.stderr
     as_the_cli_read_it = WorkTree(repo, f"{head_revision(repo)}-dirty")
     second = apply_environment(load_state(as_the_cli_read_it), live.name, "nonprod-eu",
-                               KubeClient(api), decrypt=None)
+                               KubeClient(api), decrypt=live.decrypt())
     assert not [c for c in second.changes if c.action in ("created", "configured", "failed")]
 
 

@@ -48,12 +48,12 @@ def test_the_daemon_deploys_and_its_rights_are_enough_for_a_reconcile(
                       .status.available_replicas or 0) == 2, "the daemon's Deployment")
     daemon = as_service_account(api_client)
     state = load_state(WorkTree(live.repo))
-    result = apply_environment(state, live.name, "nonprod-eu", daemon, decrypt=None,
+    result = apply_environment(state, live.name, "nonprod-eu", daemon, decrypt=live.decrypt(),
                                force_conflicts=True)
     assert not [c for c in result.changes if c.action == "failed"], result.changes
     (live.repo / f"environments/{live.name}/shop/storefront/release.yaml").unlink()
     pruned = apply_environment(load_state(WorkTree(live.repo)), live.name, "nonprod-eu", daemon,
-                               decrypt=None, force_conflicts=True)
+                               decrypt=live.decrypt(), force_conflicts=True)
     assert {c.ref.name for c in pruned.changes if c.action == "deleted"} >= {"storefront"}
     election = LeaderElection(daemon, SYSTEM_NAMESPACE, f"reconciler-rbac-{live.name}", "pod-0")
     assert election.try_acquire_or_renew()
