@@ -27,13 +27,13 @@ import pygit2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reconciler import secrets
-from reconciler.daemon import Daemon
-from reconciler.gitstore import init_with_files
+from reconciler import sops
+from reconciler.daemon.loop import Daemon
+from reconciler.git.store import init_with_files
 from reconciler.kube.client import KubeClient
+from reconciler.load.loader import WorkTree, load_state
 from reconciler.reconcile import SYSTEM_NAMESPACE, apply_environment
-from reconciler.render import render_environment
-from reconciler.state import WorkTree, load_state
+from reconciler.render.engine import render_environment
 from reconciler.yamlio import dump_manifests
 
 from generate import generate
@@ -58,7 +58,7 @@ def commit(repo: Path, message: str) -> str:
                                         repository.index.write_tree(), [repository.head.target]))
 
 
-NO_SECRETS = secrets.decryptor(lambda: [], "development")
+NO_SECRETS = sops.decryptor(lambda: [], "development")
 """The generated state has no secrets, so no key is ever asked for."""
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.example import init_state_repo
-from reconciler.gitstore import transact
-from reconciler.history import audit, events
-from reconciler.promotion import commit_message, promote
+from reconciler.git.store import transact
+from reconciler.operations.init import init_state_repo
+from reconciler.operations.releases import commit_message, promote
+from reconciler.queries.history import audit, events
 
 COMPONENTS = [("shop", "checkout", "v1.2"), ("shop", "catalog", "v1.4"),
               ("identity", "auth", "v3.1")]

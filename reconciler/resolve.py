@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from reconciler.errors import ReconcilerError
-from reconciler.model import (
+from reconciler.load.loader import namespace_name, service_name
+from reconciler.model.kinds import (
     Component,
     ConfigFile,
     Connection,
@@ -26,7 +27,6 @@ from reconciler.model import (
     Secrets,
     State,
 )
-from reconciler.state import namespace_name, service_name
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 _SCHEMES = {"REST": "http", "GraphQL": "http", "WS": "ws", "gRPC": "grpc", "TCP": "tcp"}

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from kubernetes.client import ApiClient
 
-from reconciler import secrets
+from reconciler import sops
 from reconciler.cli import cli
-from reconciler.example import init_state_repo
-from reconciler.render import Decrypt
+from reconciler.operations.init import init_state_repo
+from reconciler.render.engine import Decrypt
 
 HEADER = "apiVersion: reconciler/v1\n"
 
@@ -240,7 +240,7 @@ class LiveEnv:
 
     def decrypt(self) -> Decrypt:
         """Decryption of this environment's secrets with the operator's key."""
-        return secrets.decryptor(lambda: secrets.identities(self.age_key), self.name)
+        return sops.decryptor(lambda: sops.identities(self.age_key), self.name)
 
     def run(self, *args: str) -> Result:
         runner = CliRunner(env={"SOPS_AGE_KEY_FILE": str(self.age_key), "SOPS_AGE_KEY": None})

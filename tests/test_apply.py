@@ -18,12 +18,12 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiClient
 
-from reconciler.gitstore import head_revision
+from reconciler.git.store import head_revision
 from reconciler.kube.client import KubeClient, Unreachable
 from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.manager import ApplyAborted, ResourceManager
+from reconciler.load.loader import WorkTree, load_state
 from reconciler.reconcile import apply_environment
-from reconciler.state import WorkTree, load_state
 
 from conftest import LiveEnv, controlplane_module, edit
 

@@ -49,7 +49,7 @@ def test_unknown_revision_and_missing_repo(run: Run, tmp_path: Path) -> None:
 
 
 def test_repo_from_environment_variable(repo: Path, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "reconciler.cli", "validate"],
+    result = subprocess.run([sys.executable, "-m", "reconciler", "validate"],
                             capture_output=True, text=True, cwd=tmp_path,
                             env={"RECONCILER_REPO": str(repo), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr

@@ -20,9 +20,9 @@ import pygit2
 import pytest
 from kubernetes.client import ApiClient
 
-from reconciler import secrets
-from reconciler.daemon import Daemon
-from reconciler.gitstore import clone_bare
+from reconciler import sops
+from reconciler.daemon.loop import Daemon
+from reconciler.git.store import clone_bare
 from reconciler.kube.client import KubeClient
 from reconciler.reconcile import SYSTEM_NAMESPACE
 
@@ -31,7 +31,7 @@ from conftest import LiveEnv, clone, commit_all, commit_and_push, edit, wait_for
 
 def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
     """The daemon's age keys: the one the example's development secrets are encrypted to."""
-    return lambda: secrets.identities(live.age_key)
+    return lambda: sops.identities(live.age_key)
 
 
 def start(live: LiveEnv, api_client: ApiClient, identity: str, interval: float = 60,
@@ -135,7 +135,7 @@ def test_two_replicas_elect_one_leader(committed: LiveEnv, api_client: ApiClient
 
 def test_run_stops_cleanly_on_sigterm(committed: LiveEnv, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli", "--repo", str(committed.repo), "run",
+        [sys.executable, "-m", "reconciler", "--repo", str(committed.repo), "run",
          "--cluster", "nonprod-eu", "--listen", "127.0.0.1:0", "--interval", "1",
          "--kubeconfig", str(committed.kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

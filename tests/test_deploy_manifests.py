@@ -11,13 +11,13 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from reconciler import k8sschema
 from reconciler.kube.client import KubeClient, KubeError
 from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.lease import LeaderElection
 from reconciler.kube.manager import ResourceManager
+from reconciler.load.loader import WorkTree, load_state
 from reconciler.reconcile import SYSTEM_NAMESPACE, apply_environment
-from reconciler.state import WorkTree, load_state
+from reconciler.render import k8sschema
 
 from conftest import ROOT, LiveEnv, client_as, wait_for
 

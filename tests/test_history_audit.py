@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.gitstore import transact
-from reconciler.promotion import promote
+from reconciler.git.store import transact
+from reconciler.operations.releases import promote
 
 from conftest import (
     CHECKOUT_IMAGE,

@@ -31,7 +31,7 @@ def test_wheel_ships_its_data_and_runs_outside_the_source_tree(tmp_path: Path) -
     environment = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
 
     def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reconciler.cli", *args],
+        return subprocess.run([sys.executable, "-m", "reconciler", *args],
                               capture_output=True, text=True, cwd=elsewhere, env=environment)
 
     located = subprocess.run(

@@ -14,8 +14,8 @@ import pygit2
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.gitstore import transact
-from reconciler.promotion import promote
+from reconciler.git.store import transact
+from reconciler.operations.releases import promote
 
 from conftest import (
     CHECKOUT_IMAGE,
@@ -243,7 +243,7 @@ def test_six_writers_in_parallel_lose_nothing(remote: Path, tmp_path: Path) -> N
         ("shop/catalog", "OTHER_A"), ("identity/auth", "OTHER_B"), ("shop/storefront", "OTHER_C")]
     clones = [clone(remote, tmp_path / f"writer-{i}") for i in range(len(writers))]
     environment = {**os.environ, **IDENTITY}
-    processes = [subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--repo", str(path),
+    processes = [subprocess.Popen([sys.executable, "-m", "reconciler", "--repo", str(path),
                                    "config", "set", component, f"{key}=value-{key}"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=environment)

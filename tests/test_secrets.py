@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler import secrets
+from reconciler import sops
 from reconciler.cli import cli
 
 from conftest import IDENTITY, Result, commit_and_push, controlplane_module, edit, file_at, tip
@@ -185,7 +185,7 @@ def test_list_shows_a_file_left_stale_by_a_recipient_change(work: Path, recipien
 
 
 def test_list_of_a_hand_committed_file_names_its_committer(work: Path, recipients: Keys) -> None:
-    document = secrets.encrypt({"A": VALUE}, [recipients.recipient])
+    document = sops.encrypt({"A": VALUE}, [recipients.recipient])
     (work / FOLDER).mkdir(parents=True)
     (work / secret_file("A")).write_text(yaml.safe_dump(document, sort_keys=False))
     commit_and_push(work, "secret written by hand")
@@ -251,7 +251,7 @@ def test_a_tampered_file_fails_its_integrity_check(work: Path, recipients: Keys)
     assert tampered.exit_code == 1
     assert tampered.errors == [f"error: {secret_file('A')}:1: failed its integrity check: a value "
                                "does not decrypt (the file was changed without its data key)"]
-    other = secrets.encrypt({"A": OTHER}, [recipients.recipient])
+    other = sops.encrypt({"A": OTHER}, [recipients.recipient])
     mixed = {**original, "sops": {**original["sops"], "mac": other["sops"]["mac"]}}
     path.write_text(yaml.safe_dump(mixed, sort_keys=False))
     wrong_mac = secret_cli(work, "render", "--env", "staging", "--reveal-secrets", key=recipients)
@@ -263,9 +263,9 @@ def test_a_tampered_file_fails_its_integrity_check(work: Path, recipients: Keys)
 def test_one_file_holds_exactly_the_secret_it_is_named_after(work: Path,
                                                             recipients: Keys) -> None:
     (work / FOLDER).mkdir(parents=True)
-    two = secrets.encrypt({"A": VALUE, "B": OTHER}, [recipients.recipient])
+    two = sops.encrypt({"A": VALUE, "B": OTHER}, [recipients.recipient])
     (work / secret_file("A")).write_text(yaml.safe_dump(two, sort_keys=False))
-    misnamed = secrets.encrypt({"C": VALUE}, [recipients.recipient])
+    misnamed = sops.encrypt({"C": VALUE}, [recipients.recipient])
     (work / secret_file("D")).write_text(yaml.safe_dump(misnamed, sort_keys=False))
     result = secret_cli(work, "validate")
     assert result.exit_code == 1
@@ -279,7 +279,7 @@ def test_one_file_holds_exactly_the_secret_it_is_named_after(work: Path,
 
 
 def write_legacy(work: Path, keys: Keys, values: dict[str, str]) -> None:
-    document = secrets.encrypt(values, [keys.recipient])
+    document = sops.encrypt(values, [keys.recipient])
     (work / LEGACY).write_text(yaml.safe_dump(document, sort_keys=False))
     commit_and_push(work, "secrets in the old single file")
 
@@ -347,7 +347,7 @@ def sops_tool() -> Path:
         pytest.fail(f"{exc}: the sops interoperability tests need Go 1.26+ to build sops")
 
 
-def sops(tool: Path, keys: Keys, *args: str) -> subprocess.CompletedProcess[str]:
+def run_sops(tool: Path, keys: Keys, *args: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "SOPS_AGE_KEY_FILE": str(keys.file)}
     return subprocess.run([str(tool), *args, "--input-type", "yaml", "--output-type", "yaml"],
                           capture_output=True, text=True, env=environment)
@@ -356,7 +356,7 @@ def sops(tool: Path, keys: Keys, *args: str) -> subprocess.CompletedProcess[str]
 def test_a_file_written_by_sops_is_read(work: Path, recipients: Keys, sops_tool: Path) -> None:
     plain = work / "plain.yaml"
     plain.write_text(f"apiVersion: reconciler/v1\nkind: Secrets\ndata:\n  A: {VALUE}\n")
-    written = sops(sops_tool, recipients, "encrypt", "--age", recipients.recipient,
+    written = run_sops(sops_tool, recipients, "encrypt", "--age", recipients.recipient,
                    "--encrypted-regex", "^data$", str(plain))
     assert written.returncode == 0, written.stderr
     plain.unlink()
@@ -372,7 +372,7 @@ def test_sops_decrypts_a_secret_replaced_without_a_private_key(work: Path, recip
     secret_cli(work, "secret", "set", "shop/checkout", f"A={VALUE}", "--env", "staging")
     replaced = secret_cli(work, "secret", "set", "shop/checkout", f"A={OTHER}", "--env", "staging")
     assert replaced.exit_code == 0, replaced.stderr
-    decrypted = sops(sops_tool, recipients, "decrypt", str(work / secret_file("A")))
+    decrypted = run_sops(sops_tool, recipients, "decrypt", str(work / secret_file("A")))
     assert decrypted.returncode == 0, decrypted.stderr
     assert yaml.safe_load(decrypted.stdout)["data"] == {"A": OTHER}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import KIND_ORDER
+from reconciler.model.kinds import KIND_ORDER
 
 
 @dataclass(frozen=True, order=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pyrage
 
 from reconciler.errors import ReconcilerError
-from reconciler.gitstore import init_with_files
-from reconciler.model import secret_path
+from reconciler.git.store import init_with_files
+from reconciler.model.kinds import secret_path
 from reconciler.resources import data_dir
-from reconciler.secrets import encrypt
+from reconciler.sops import encrypt
 from reconciler.yamlio import dump_manifests
 
 _DEMO_ENVIRONMENT = "development"

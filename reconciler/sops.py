@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from reconciler.errors import ReconcilerError
-from reconciler.model import SecretFile, Secrets
+from reconciler.model.kinds import SecretFile, Secrets
 
 ENCRYPTED_REGEX = "^data$"
 FORMAT_VERSION = "3.9.4"

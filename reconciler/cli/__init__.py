@@ -12,18 +12,19 @@ from typing import Any
 
 import click
 
-from reconciler import __version__, promotion, secrets
-from reconciler import history as audit_log
-from reconciler.daemon import Daemon, json_logging
+from reconciler import __version__, sops
+from reconciler.daemon.loop import Daemon, json_logging
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.example import default_demo_key, init_state_repo
-from reconciler.gitstore import GitTree, clone_bare, follow, head_revision, is_dirty, transact
+from reconciler.git.store import GitTree, clone_bare, follow, head_revision, is_dirty, transact
 from reconciler.kube.client import connect
-from reconciler.model import State
-from reconciler.promotion import Outcome, split_ref
+from reconciler.load.loader import TreeReader, WorkTree, load_state
+from reconciler.model.kinds import State
+from reconciler.operations import releases as promotion
+from reconciler.operations.init import default_demo_key, init_state_repo
+from reconciler.operations.releases import Outcome, split_ref
+from reconciler.queries import history as audit_log
 from reconciler.reconcile import apply_environment, diff_environment, live_health
-from reconciler.render import Rendered, render_environment
-from reconciler.state import TreeReader, WorkTree, load_state
+from reconciler.render.engine import Rendered, render_environment
 from reconciler.yamlio import dump_manifests
 
 RENDER_MARKER = ".reconciler-render"
@@ -309,7 +310,7 @@ def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
         raise ReconcilerError(f"unknown cluster {cluster!r} (clusters: "
                               f"{', '.join(sorted(state.clusters))})")
     client = connect(state.clusters[cluster].context, kubeconfig)
-    daemon = Daemon(repo, cluster, client, lambda: secrets.identities(ctx.obj["age_key_file"]),
+    daemon = Daemon(repo, cluster, client, lambda: sops.identities(ctx.obj["age_key_file"]),
                     interval=interval)
     server = daemon.serve(listen)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
@@ -602,7 +603,7 @@ def _print_rows(ctx: click.Context, rows: list[dict[str, str]], columns: tuple[s
 
 
 def _decryptor(ctx: click.Context, environment: str) -> Any:
-    return secrets.decryptor(lambda: secrets.identities(ctx.obj["age_key_file"]), environment)
+    return sops.decryptor(lambda: sops.identities(ctx.obj["age_key_file"]), environment)
 
 
 @cli.group("secret")
@@ -688,7 +689,7 @@ def _short_key(recipient: str) -> str:
 def secret_rotate(ctx: click.Context, environment: str) -> None:
     """Re-encrypt every secret of ENV to its current secretRecipients (after a key was added
     or removed) under new data keys, in one commit. Needs a key that decrypts them."""
-    keys = secrets.identities(ctx.obj["age_key_file"])
+    keys = sops.identities(ctx.obj["age_key_file"])
     _write(ctx, promotion.secret_rotate(environment, keys))
 
 
@@ -699,7 +700,7 @@ def secret_migrate(ctx: click.Context, environment: str) -> None:
     """Split ENV's old secrets.sops.yaml files (several secrets in one SOPS file) into one
     file per secret under secrets/, encrypted to the current secretRecipients, in one
     commit. Needs a key that decrypts the old files."""
-    keys = secrets.identities(ctx.obj["age_key_file"])
+    keys = sops.identities(ctx.obj["age_key_file"])
     _write(ctx, promotion.secret_migrate(environment, keys))
 
 
@@ -736,7 +737,3 @@ def _print_table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> No
 
 def main() -> None:
     cli(prog_name="reconciler")
-
-
-if __name__ == "__main__":
-    main()

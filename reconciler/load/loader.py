@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler import schemas
 from reconciler.errors import InvalidState, Problem, ReconcilerError
-from reconciler.model import (
+from reconciler.load import schemas
+from reconciler.model.kinds import (
     LEGACY_SECRETS_FILE,
     Build,
     Cluster,

@@ -22,12 +22,12 @@ import jinja2
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from reconciler import k8sschema
 from reconciler.errors import InvalidState, Problem
-from reconciler.model import KIND_ORDER, LABEL_PREFIX, MANAGED_BY, Cluster, Secrets, State
+from reconciler.load.loader import TEMPLATES_FOLDER, service_name
+from reconciler.model.kinds import KIND_ORDER, LABEL_PREFIX, MANAGED_BY, Cluster, Secrets, State
+from reconciler.render import k8sschema
 from reconciler.resolve import DesiredRelease, resolve_environment
 from reconciler.resources import data_dir
-from reconciler.state import TEMPLATES_FOLDER, service_name
 from reconciler.yamlio import ManifestError, load_manifests
 
 MASK = "++++++++"

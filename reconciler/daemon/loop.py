@@ -26,19 +26,19 @@ from pythonjsonlogger.json import JsonFormatter
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from reconciler import secrets
+from reconciler import sops
 from reconciler.errors import ReconcilerError
-from reconciler.gitstore import GitTree, follow, open_repository
+from reconciler.git.store import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
-from reconciler.model import MANAGED_BY
+from reconciler.load.loader import load_state
+from reconciler.model.kinds import MANAGED_BY
 from reconciler.reconcile import (
     SYSTEM_NAMESPACE,
     Result,
     apply_environment,
     ensure_system_namespace,
 )
-from reconciler.state import load_state
 
 log = logging.getLogger("reconciler.daemon")
 MAX_BACKOFF = 300.0
@@ -157,7 +157,7 @@ class Daemon:
             try:
                 result = apply_environment(
                     state, environment, self.cluster, self.client,
-                    decrypt=secrets.decryptor(self.decrypt_keys, environment),
+                    decrypt=sops.decryptor(self.decrypt_keys, environment),
                     wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
                     cancelled=lambda: self._superseded(commit))
             except ReconcilerError as exc:

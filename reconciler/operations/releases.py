@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler import secrets
+from reconciler import sops
 from reconciler.errors import InvalidState, ReconcilerError
-from reconciler.gitstore import GitTree, Write
-from reconciler.model import (
+from reconciler.git.store import GitTree, Write
+from reconciler.load.loader import Overlay, TreeReader, load_state
+from reconciler.model.kinds import (
     ENV_NAME,
     LEGACY_SECRETS_FILE,
     Build,
@@ -28,8 +29,7 @@ from reconciler.model import (
     State,
     secret_path,
 )
-from reconciler.render import release_ids
-from reconciler.state import Overlay, TreeReader, load_state
+from reconciler.render.engine import release_ids
 from reconciler.yamlio import (
     MAX_FILE_BYTES,
     dump_manifests,
@@ -418,7 +418,7 @@ def _environment(state: State, environment: str) -> Environment:
 
 
 def _sealed(key: str, value: str, recipients: Sequence[str]) -> bytes:
-    return dump_manifests([secrets.encrypt({key: value}, recipients)]).encode()
+    return dump_manifests([sops.encrypt({key: value}, recipients)]).encode()
 
 
 def secret_set(ref: str, environment: str, key: str, value: str) -> Callable[[GitTree], Outcome]:
@@ -482,7 +482,7 @@ def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], 
         if not found:
             return Outcome(None, f"{environment} has no secrets: nothing to do")
         changes: dict[str, bytes | None] = {
-            secret.path: _sealed(secret.key, secrets.decrypt_secret(secret, keys, environment),
+            secret.path: _sealed(secret.key, sops.decrypt_secret(secret, keys, environment),
                                  target.secret_recipients)
             for secret in found}
         _checked(tree, changes)
@@ -517,7 +517,7 @@ def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree],
         for path in legacy:
             _, _, project, component, _ = path.split("/")
             document = load_state_file(path, tree.read(path, MAX_FILE_BYTES)).data
-            for key, value in sorted(secrets.decrypt(document, keys, path, environment).items()):
+            for key, value in sorted(sops.decrypt(document, keys, path, environment).items()):
                 changes[secret_path(environment, project, component, key)] = _sealed(
                     key, value, recipients)
             changes[path] = None

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.gitstore import CommitInfo, Repository
-from reconciler.model import Release, State
+from reconciler.git.store import CommitInfo, Repository
+from reconciler.model.kinds import Release, State
 from reconciler.yamlio import ManifestError, load_manifests
 
 OPERATION = "Operation"

@@ -1,0 +1,2 @@
+"""The daemon (`reconciler run`): follow the state repo, reconcile, lead, serve probes and
+metrics."""
