@@ -18,8 +18,8 @@ from reconciler.kube.health import CHECKS as HEALTH_CHECKS
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
 from reconciler.kube.manager import FIELD_MANAGER, Change, ResourceManager, comparable
-from reconciler.load.loader import namespace_name
-from reconciler.model.kinds import LABEL_PREFIX, MANAGED_BY, TASK_TYPES, State
+from reconciler.model.kinds import TASK_TYPES, State
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name
 from reconciler.render.engine import MASK, Decrypt, render_environment
 from reconciler.yamlio import dump_manifests
 

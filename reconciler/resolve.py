@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from reconciler.errors import ReconcilerError
-from reconciler.load.loader import namespace_name, service_name
 from reconciler.model.kinds import (
     Component,
     ConfigFile,
@@ -27,6 +26,7 @@ from reconciler.model.kinds import (
     Secrets,
     State,
 )
+from reconciler.model.names import namespace_name, service_name
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 _SCHEMES = {"REST": "http", "GraphQL": "http", "WS": "ws", "gRPC": "grpc", "TCP": "tcp"}

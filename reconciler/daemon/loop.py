@@ -32,7 +32,7 @@ from reconciler.git.store import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
 from reconciler.load.loader import load_state
-from reconciler.model.kinds import MANAGED_BY
+from reconciler.model.names import MANAGED_BY
 from reconciler.reconcile import (
     SYSTEM_NAMESPACE,
     Result,

@@ -18,7 +18,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, KubeError
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import ObjectRef, apply_order
-from reconciler.model.kinds import LABEL_PREFIX, MANAGED_BY
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY
 
 FIELD_MANAGER = "reconciler"
 PRUNE_ANNOTATION = f"{LABEL_PREFIX}/prune"

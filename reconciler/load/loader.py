@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from reconciler.errors import InvalidState, Problem, ReconcilerError
 from reconciler.load import schemas
 from reconciler.model.kinds import (
-    LEGACY_SECRETS_FILE,
     Build,
     Cluster,
     Component,
@@ -42,32 +41,17 @@ from reconciler.model.kinds import (
     ThirdPartyService,
     Track,
 )
+from reconciler.model.names import major, namespace_name, service_name
+from reconciler.model.paths import (
+    ORGANIZATION_FILE,
+    STATE_FOLDERS,
+    TEMPLATES_FOLDER,
+    classify,
+    is_free_file,
+    legacy_secrets,
+)
 from reconciler.yamlio import MAX_FILE_BYTES, Document, load_state_file
 
-ORGANIZATION_FILE = "organization.yaml"
-_SEG = r"([^/]+)"
-LAYOUT: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(pattern + r"\Z"))
-    for kind, pattern in (
-        ("Organization", r"organization\.yaml"),
-        ("Cluster", rf"clusters/{_SEG}\.yaml"),
-        ("Pipeline", rf"pipelines/{_SEG}\.yaml"),
-        ("Project", rf"projects/{_SEG}/project\.yaml"),
-        ("Component", rf"projects/{_SEG}/components/{_SEG}/component\.yaml"),
-        ("Config", rf"projects/{_SEG}/components/{_SEG}/config\.yaml"),
-        ("Build", rf"builds/{_SEG}/{_SEG}/{_SEG}\.yaml"),
-        ("Environment", rf"environments/{_SEG}/environment\.yaml"),
-        ("Release", rf"environments/{_SEG}/{_SEG}/{_SEG}/release\.yaml"),
-        ("Config", rf"environments/{_SEG}/{_SEG}/{_SEG}/config\.yaml"),
-        ("Secrets", rf"environments/{_SEG}/{_SEG}/{_SEG}/secrets/{_SEG}\.sops\.yaml"),
-        ("ThirdPartyService", rf"marketplace/third-party/{_SEG}\.yaml"),
-    )
-)
-_LEGACY_SECRETS_FILE = re.compile(rf"environments/{_SEG}/{_SEG}/{_SEG}/{LEGACY_SECRETS_FILE}\Z")
-_COMPONENT_FOLDER_FILE = re.compile(r"projects/[^/]+/components/[^/]+/.+\Z")
-_STATE_FOLDERS = ("clusters/", "pipelines/", "projects/", "builds/", "environments/",
-                  "marketplace/")
-TEMPLATES_FOLDER = "templates/"
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 
 
@@ -143,7 +127,7 @@ class _Loader:
         typed: list[tuple[str, str, tuple[str, ...]]] = []
         for path, is_link in self.reader.entries():
             if is_link:
-                if path.startswith((*_STATE_FOLDERS, TEMPLATES_FOLDER)):
+                if path.startswith((*STATE_FOLDERS, TEMPLATES_FOLDER)):
                     self.problem(path, 0, "symbolic links are not allowed in a state repo")
                 continue
             files.add(path)
@@ -152,15 +136,15 @@ class _Loader:
                 if text is not None:
                     templates[path.removeprefix(TEMPLATES_FOLDER)] = text
                 continue
-            kind, groups = _classify(path)
+            kind, groups = classify(path)
             if kind:
                 typed.append((path, kind, groups))
-            elif _LEGACY_SECRETS_FILE.match(path):
+            elif legacy_secrets(path):
                 self.problem(path, 0, "several secrets in one SOPS file are no longer read (each "
                              "secret is its own secrets/<KEY>.sops.yaml, so setting one needs "
                              "only public keys): split it with `reconciler secret migrate --env "
                              f"{path.split('/')[1]}`, which needs a key that decrypts it")
-            elif path.startswith(_STATE_FOLDERS) and not _is_free_file(path):
+            elif path.startswith(STATE_FOLDERS) and not is_free_file(path):
                 self.problem(path, 0, "unexpected file: not part of the state repo layout")
         valid: list[tuple[str, str, tuple[str, ...]]] = []
         broken = self.broken
@@ -282,19 +266,6 @@ class _Loader:
             self.problem(path, [where], f"{key} {inside!r} does not match the {what} {outside!r}")
 
 
-def _classify(path: str) -> tuple[str, tuple[str, ...]]:
-    for kind, pattern in LAYOUT:
-        match = pattern.match(path)
-        if match:
-            return kind, match.groups()
-    return "", ()
-
-
-def _is_free_file(path: str) -> bool:
-    """Files the layout leaves to users: component folder contents and documentation."""
-    return bool(_COMPONENT_FOLDER_FILE.match(path)) or path.endswith((".md", "/.gitkeep"))
-
-
 def _organization(data: Mapping[str, Any]) -> Organization:
     groups = tuple(Group(g["name"], tuple(g["roles"]), tuple(g["members"]))
                    for g in data.get("groups", []))
@@ -390,18 +361,6 @@ def _release(environment: str, data: Mapping[str, Any], path: str) -> Release:
 def _third_party(data: Mapping[str, Any], path: str) -> ThirdPartyService:
     return ThirdPartyService(data["name"], data["version"], data["url"], data.get("summary", ""),
                              tuple(data.get("labels", [])), path)
-
-
-def namespace_name(project: str, environment: str) -> str:
-    return f"{project}-{environment}"
-
-
-def service_name(component: str, endpoint: str) -> str:
-    return f"{component}-{endpoint}"
-
-
-def major(version: str) -> str:
-    return version.split(".")[0]
 
 
 Report = Callable[[str, list[Any] | int, str], None]

@@ -5,7 +5,6 @@ Pure data: no I/O. ``path`` is the file each object came from, for error message
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -13,10 +12,6 @@ from typing import Literal
 ComponentType = Literal["service", "web-app", "scheduled-task", "manual-task", "proxy"]
 Visibility = Literal["project", "organization", "public"]
 Scalar = str | int | float | bool
-
-LABEL_PREFIX = "reconciler.io"
-"""The one prefix of the tool's own labels and annotations on every object it renders."""
-MANAGED_BY = "reconciler"
 
 KIND_ORDER = (
     "CustomResourceDefinition", "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy",
@@ -218,22 +213,6 @@ class Config:
     replicas: int | None
     resources: Resources | None
     path: str
-
-
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-"""An environment variable name (schemas' ``envName``): also a secret's file name."""
-
-LEGACY_SECRETS_FILE = "secrets.sops.yaml"
-"""Before one file per secret, all of a component's secrets in one environment were here."""
-
-
-def secrets_folder(environment: str, project: str, component: str) -> str:
-    return f"environments/{environment}/{project}/{component}/secrets"
-
-
-def secret_path(environment: str, project: str, component: str, key: str) -> str:
-    """Where one secret lives: the file is named by its key (DESIGN §3)."""
-    return f"{secrets_folder(environment, project, component)}/{key}.sops.yaml"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pyrage
 
 from reconciler.errors import ReconcilerError
 from reconciler.git.store import init_with_files
-from reconciler.model.kinds import secret_path
+from reconciler.model.paths import secret_path
 from reconciler.resources import data_dir
 from reconciler.sops import encrypt
 from reconciler.yamlio import dump_manifests

@@ -1,7 +1,7 @@
 """The writes of build-once-promote: build register, deploy, promote, rollback, config.
 
 Each operation is a function of the state at the branch tip that either refuses with a
-``ReconcilerError`` or returns one commit's worth of file changes with the trailers of
+``ReconcilerError`` or returns one commit's worth of file changes with the fields of
 DESIGN §4. The resulting state is validated in full before anything is committed, and
 ``gitstore.transact`` re-runs the operation on a newer tip when the remote moved.
 """
@@ -18,15 +18,16 @@ from reconciler import sops
 from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.git.store import GitTree, Write
 from reconciler.load.loader import Overlay, TreeReader, load_state
-from reconciler.model.kinds import (
-    ENV_NAME,
+from reconciler.model import trailers
+from reconciler.model.kinds import Build, Component, Environment, Pipeline, Release, State
+from reconciler.model.names import ENV_NAME
+from reconciler.model.paths import (
     LEGACY_SECRETS_FILE,
-    Build,
-    Component,
-    Environment,
-    Pipeline,
-    Release,
-    State,
+    build_path,
+    config_path,
+    environment_path,
+    legacy_secrets,
+    release_path,
     secret_path,
 )
 from reconciler.render.engine import release_ids
@@ -39,7 +40,6 @@ from reconciler.yamlio import (
 )
 
 API_VERSION = "reconciler/v1"
-OPERATION = "Operation"
 
 
 def now_utc() -> datetime.datetime:
@@ -54,8 +54,8 @@ def parse_time(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def commit_message(subject: str, trailers: Mapping[str, str]) -> str:
-    lines = [f"{key}: {value}" for key, value in trailers.items() if value]
+def commit_message(subject: str, fields: Mapping[str, str]) -> str:
+    lines = [f"{key}: {value}" for key, value in fields.items() if value]
     return f"{subject}\n\n" + "\n".join(lines) + "\n"
 
 
@@ -86,10 +86,6 @@ def _pipeline(state: State, component: Component) -> Pipeline:
     return state.pipelines[state.component_pipeline(component)]
 
 
-def _release_path(environment: str, component: Component) -> str:
-    return f"environments/{environment}/{component.project}/{component.name}/release.yaml"
-
-
 def _release_document(component: Component, commit: str, image: str, version: str,
                       moment: datetime.datetime) -> bytes:
     return mapping_document({
@@ -106,13 +102,13 @@ def _checked(tree: TreeReader, changes: Mapping[str, bytes | None]) -> State:
 def _release_trailers(state: State, component: Component, environment: str, build_commit: str,
                       image: str, from_environment: str = "") -> dict[str, str]:
     return {
-        "Component": component.ref,
-        "From-Environment": from_environment,
-        "To-Environment": environment,
-        "Image": image,
-        "Source-Commit": build_commit,
-        "Release": release_ids(state, environment).get((component.project, component.name), ""),
-        "Pipeline": state.component_pipeline(component),
+        trailers.COMPONENT: component.ref,
+        trailers.FROM_ENVIRONMENT: from_environment,
+        trailers.TO_ENVIRONMENT: environment,
+        trailers.IMAGE: image,
+        trailers.SOURCE_COMMIT: build_commit,
+        trailers.RELEASE: release_ids(state, environment).get((component.project, component.name), ""),
+        trailers.PIPELINE: state.component_pipeline(component),
     }
 
 
@@ -131,7 +127,7 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
         if chosen is None:
             names = ", ".join(t.name for t in component.tracks)
             raise ReconcilerError(f"{track!r} is not a track of {ref} (tracks: {names})")
-        path = f"builds/{component.project}/{component.name}/{commit}.yaml"
+        path = build_path(component.project, component.name, commit)
         existing = state.builds.get((component.project, component.name, commit))
         if existing is not None and existing.image == image:
             return Outcome(None, f"build {commit[:12]} of {ref} is already registered with "
@@ -144,13 +140,13 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
             notes.append(f"replaced the image of build {commit[:12]} (was "
                          f"{existing.image.split('@')[1][:19]}): repeatable builds keep the "
                          "newest")
-        trailers = {"Component": ref, "Source-Commit": commit, "Image": image,
-                    "Track": chosen.name}
+        fields = {trailers.COMPONENT: ref, trailers.SOURCE_COMMIT: commit, trailers.IMAGE: image,
+                    trailers.TRACK: chosen.name}
         first = _pipeline(state, component).stages[0]
         subject = f"build register {ref} {commit[:12]}"
         deployed: State | None = None
         if chosen.auto_deploy and first.promotion == "auto":
-            with_release = {**changes, _release_path(first.environment, component):
+            with_release = {**changes, release_path(first.environment, component.project, component.name):
                             _release_document(component, commit, image, chosen.version, moment)}
             try:
                 deployed = _checked(tree, with_release)
@@ -161,13 +157,13 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
         if deployed is None:
             _checked(tree, changes)
         else:
-            trailers.update(_release_trailers(deployed, component, first.environment, commit,
+            fields.update(_release_trailers(deployed, component, first.environment, commit,
                                               image))
             subject += f" and deploy to {first.environment}"
             notes.append(f"deployed to {first.environment} (autoDeploy)")
-        trailers = {OPERATION: "build-register", **trailers}
+        fields = {trailers.OPERATION: "build-register", **fields}
         summary = "; ".join([f"registered build {commit[:12]} of {ref}", *notes])
-        return Outcome(Write(commit_message(subject, trailers), changes), summary)
+        return Outcome(Write(commit_message(subject, fields), changes), summary)
 
     return operation
 
@@ -192,13 +188,14 @@ def _release_write(tree: GitTree, state: State, component: Component, environmen
     if current is not None and current.image == image and current.commit == build_commit:
         return Outcome(None, f"{environment} already runs {component.ref} "
                              f"{build_commit[:12]}: nothing to do")
-    changes: dict[str, bytes | None] = {_release_path(environment, component): _release_document(
-        component, build_commit, image, version, moment)}
+    path = release_path(environment, component.project, component.name)
+    changes: dict[str, bytes | None] = {
+        path: _release_document(component, build_commit, image, version, moment)}
     after = _checked(tree, changes)
-    trailers = {OPERATION: operation, **_release_trailers(
+    fields = {trailers.OPERATION: operation, **_release_trailers(
         after, component, environment, build_commit, image, from_environment), **(extra or {})}
     summary = f"{subject} ({version}, {image.split('@')[1][:19]})"
-    return Outcome(Write(commit_message(subject, trailers), changes), summary)
+    return Outcome(Write(commit_message(subject, fields), changes), summary)
 
 
 def _version_of(component: Component, build: Build) -> str:
@@ -301,7 +298,7 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
         return _release_write(tree, state, component, environment, target.commit, target.image,
                               target.version, moment, "rollback",
                               f"rollback {ref} in {environment} to {target.commit[:12]}",
-                              extra={"Rolled-Back-From": current.commit})
+                              extra={trailers.ROLLED_BACK_FROM: current.commit})
 
     return operation
 
@@ -319,12 +316,6 @@ def parse_duration(text: str) -> datetime.timedelta:
 _CONFIG_TEMPLATE = f"apiVersion: {API_VERSION}\nkind: Config\n"
 
 
-def config_path(component: Component, environment: str | None) -> str:
-    if environment:
-        return f"environments/{environment}/{component.project}/{component.name}/config.yaml"
-    return f"projects/{component.project}/components/{component.name}/config.yaml"
-
-
 def config_edit(ref: str, environment: str | None, key: str,
                 value: str | None) -> Callable[[GitTree], Outcome]:
     """Set (``value``) or unset (None) one environment variable of a component's config."""
@@ -337,7 +328,7 @@ def config_edit(ref: str, environment: str | None, key: str,
         if any(c.name == key and c.secret for c in component.configurables):
             raise ReconcilerError(f"{key} is a secret configurable: use reconciler secret set, "
                                   "never plain config")
-        path = config_path(component, environment)
+        path = config_path(component.project, component.name, environment)
         present = path in state.files
         content = tree.read(path, 1 << 20) if present else None
         where = environment or "all environments"
@@ -362,10 +353,10 @@ def config_edit(ref: str, environment: str | None, key: str,
         changes: dict[str, bytes | None] = {path: edit_mapping(content, _CONFIG_TEMPLATE, edit)}
         _checked(tree, changes)
         verb = "set" if value is not None else "unset"
-        trailers = {OPERATION: f"config-{verb}", "Component": ref,
-                    "Environment": environment or "", "Key": key}
+        fields = {trailers.OPERATION: f"config-{verb}", trailers.COMPONENT: ref,
+                    trailers.ENVIRONMENT: environment or "", trailers.KEY: key}
         subject = f"config {verb} {ref} {key}" + (f" in {environment}" if environment else "")
-        return Outcome(Write(commit_message(subject, trailers), changes), subject)
+        return Outcome(Write(commit_message(subject, fields), changes), subject)
 
     return operation
 
@@ -401,8 +392,8 @@ def codeowners() -> Callable[[GitTree], Outcome]:
         text = codeowners_text(state).encode()
         if "CODEOWNERS" in state.files and tree.read("CODEOWNERS", 1 << 20) == text:
             return Outcome(None, "CODEOWNERS is up to date: nothing to do")
-        trailers = {OPERATION: "codeowners"}
-        return Outcome(Write(commit_message("codeowners: regenerate", trailers),
+        fields = {trailers.OPERATION: "codeowners"}
+        return Outcome(Write(commit_message("codeowners: regenerate", fields),
                              {"CODEOWNERS": text}), "wrote CODEOWNERS")
 
     return operation
@@ -464,10 +455,10 @@ def secret_unset(ref: str, environment: str, key: str) -> Callable[[GitTree], Ou
 
 def _secret_write(verb: str, ref: str, environment: str, key: str,
                   changes: dict[str, bytes | None]) -> Outcome:
-    trailers = {OPERATION: f"secret-{verb}", "Component": ref, "Environment": environment,
-                "Key": key}
+    fields = {trailers.OPERATION: f"secret-{verb}", trailers.COMPONENT: ref,
+              trailers.ENVIRONMENT: environment, trailers.KEY: key}
     subject = f"secret {verb} {ref} {key} in {environment}"
-    return Outcome(Write(commit_message(subject, trailers), changes), subject)
+    return Outcome(Write(commit_message(subject, fields), changes), subject)
 
 
 def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
@@ -486,10 +477,10 @@ def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], 
                                  target.secret_recipients)
             for secret in found}
         _checked(tree, changes)
-        trailers = {OPERATION: "secret-rotate", "Environment": environment,
-                    "Recipients": str(len(target.secret_recipients))}
+        fields = {trailers.OPERATION: "secret-rotate", trailers.ENVIRONMENT: environment,
+                    trailers.RECIPIENTS: str(len(target.secret_recipients))}
         subject = f"secret rotate {environment}: {len(changes)} files"
-        return Outcome(Write(commit_message(subject, trailers), changes),
+        return Outcome(Write(commit_message(subject, fields), changes),
                        f"re-encrypted {len(changes)} secrets of {environment} to "
                        f"{len(target.secret_recipients)} recipients")
 
@@ -502,11 +493,9 @@ def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree],
     private key that decrypts the old files)."""
 
     def operation(tree: GitTree) -> Outcome:
-        prefix = f"environments/{environment}/"
-        legacy = sorted(path for path, is_link in tree.entries()
-                        if not is_link and path.startswith(prefix)
-                        and path.endswith(f"/{LEGACY_SECRETS_FILE}") and path.count("/") == 4)
-        environment_file = f"{prefix}environment.yaml"
+        legacy = {path: found for path, is_link in sorted(tree.entries()) if not is_link
+                  and (found := legacy_secrets(path)) is not None and found[0] == environment}
+        environment_file = environment_path(environment)
         if not any(path == environment_file for path, _ in tree.entries()):
             raise ReconcilerError(f"unknown environment {environment!r}")
         if not legacy:
@@ -514,19 +503,18 @@ def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree],
                                  "nothing to do")
         recipients = _secret_recipients(tree, environment_file)
         changes: dict[str, bytes | None] = {}
-        for path in legacy:
-            _, _, project, component, _ = path.split("/")
+        for path, (_, project, component) in legacy.items():
             document = load_state_file(path, tree.read(path, MAX_FILE_BYTES)).data
             for key, value in sorted(sops.decrypt(document, keys, path, environment).items()):
                 changes[secret_path(environment, project, component, key)] = _sealed(
                     key, value, recipients)
             changes[path] = None
         _checked(tree, changes)
-        trailers = {OPERATION: "secret-migrate", "Environment": environment,
-                    "Recipients": str(len(recipients))}
+        fields = {trailers.OPERATION: "secret-migrate", trailers.ENVIRONMENT: environment,
+                    trailers.RECIPIENTS: str(len(recipients))}
         moved = len(changes) - len(legacy)
         subject = f"secret migrate {environment}: {moved} secrets, one file each"
-        return Outcome(Write(commit_message(subject, trailers), changes),
+        return Outcome(Write(commit_message(subject, fields), changes),
                        f"split {len(legacy)} {LEGACY_SECRETS_FILE} of {environment} into "
                        f"{moved} files under secrets/")
 

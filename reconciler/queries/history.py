@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.git.store import CommitInfo, Repository
+from reconciler.model import trailers
 from reconciler.model.kinds import Release, State
 from reconciler.yamlio import ManifestError, load_manifests
-
-OPERATION = "Operation"
-TRUSTED_BASELINE = "init"
 
 
 @dataclass(frozen=True)
@@ -46,18 +44,18 @@ class Event:
 
 
 def _event(info: CommitInfo) -> Event | None:
-    trailers = info.trailers
-    operation = trailers.get(OPERATION)
+    fields = info.trailers
+    operation = fields.get(trailers.OPERATION)
     if not operation:
         return None
     return Event(
         commit=info.id, time=info.time, author=info.author, operation=operation,
-        subject=info.subject, component=trailers.get("Component", ""),
-        from_environment=trailers.get("From-Environment", ""),
-        to_environment=trailers.get("To-Environment", trailers.get("Environment", "")),
-        image=trailers.get("Image", ""), source_commit=trailers.get("Source-Commit", ""),
-        release=trailers.get("Release", ""), pipeline=trailers.get("Pipeline", ""),
-        key=trailers.get("Key", ""))
+        subject=info.subject, component=fields.get(trailers.COMPONENT, ""),
+        from_environment=fields.get(trailers.FROM_ENVIRONMENT, ""),
+        to_environment=fields.get(trailers.TO_ENVIRONMENT, fields.get(trailers.ENVIRONMENT, "")),
+        image=fields.get(trailers.IMAGE, ""), source_commit=fields.get(trailers.SOURCE_COMMIT, ""),
+        release=fields.get(trailers.RELEASE, ""), pipeline=fields.get(trailers.PIPELINE, ""),
+        key=fields.get(trailers.KEY, ""))
 
 
 def events(path: Path, component: str | None = None, environment: str | None = None,
@@ -176,7 +174,7 @@ def audit(path: Path, environment: str | None = None, revision: str = "HEAD") ->
     released: set[tuple[str, str, str, str]] = set()
     findings: list[Finding] = []
     for info in repository.commits(revision, newest_first=False):
-        operation = info.trailers.get(OPERATION, "")
+        operation = info.trailers.get(trailers.OPERATION, "")
         for change, deleted in repository.changes(info, ("environments/", "builds/")):
             parts = change.split("/")
             env = parts[1] if parts[0] == "environments" else None
@@ -190,7 +188,7 @@ def audit(path: Path, environment: str | None = None, revision: str = "HEAD") ->
             if data is None:
                 continue
             found = _check_release(repository, info, env, parts[2], parts[3], data, released,
-                                   baseline=operation == TRUSTED_BASELINE)
+                                   baseline=operation == trailers.INIT)
             if reported:
                 findings.extend(found)
     return findings

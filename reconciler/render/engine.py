@@ -23,8 +23,9 @@ from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from reconciler.errors import InvalidState, Problem
-from reconciler.load.loader import TEMPLATES_FOLDER, service_name
-from reconciler.model.kinds import KIND_ORDER, LABEL_PREFIX, MANAGED_BY, Cluster, Secrets, State
+from reconciler.model.kinds import KIND_ORDER, Cluster, Secrets, State
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, service_name
+from reconciler.model.paths import TEMPLATES_FOLDER
 from reconciler.render import k8sschema
 from reconciler.resolve import DesiredRelease, resolve_environment
 from reconciler.resources import data_dir

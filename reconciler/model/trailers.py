@@ -1,0 +1,21 @@
+"""The Git trailers of the tool's commits (DESIGN §4, a contract): their names, defined once
+for the writes that set them and the history that reads them."""
+
+from __future__ import annotations
+
+OPERATION = "Operation"
+COMPONENT = "Component"
+FROM_ENVIRONMENT = "From-Environment"
+TO_ENVIRONMENT = "To-Environment"
+ENVIRONMENT = "Environment"
+IMAGE = "Image"
+SOURCE_COMMIT = "Source-Commit"
+RELEASE = "Release"
+PIPELINE = "Pipeline"
+TRACK = "Track"
+KEY = "Key"
+RECIPIENTS = "Recipients"
+ROLLED_BACK_FROM = "Rolled-Back-From"
+
+INIT = "init"
+"""The operation of the commit `reconciler init` makes."""
