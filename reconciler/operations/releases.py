@@ -1,7 +1,7 @@
 """The writes of build-once-promote: build register, deploy, promote, rollback, config.
 
 Each operation is a function of the state at the branch tip that either refuses with a
-``ReconcilerError`` or returns one commit's worth of file changes with the fields of
+``ReconcilerError`` or returns one commit's worth of file changes with the trailers of
 DESIGN §4. The resulting state is validated in full before anything is committed, and
 ``gitstore.transact`` re-runs the operation on a newer tip when the remote moved.
 """
