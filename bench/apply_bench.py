@@ -31,7 +31,8 @@ from reconciler import sops
 from reconciler.daemon.loop import Daemon
 from reconciler.git.store import init_with_files
 from reconciler.kube.client import KubeClient
-from reconciler.load.loader import WorkTree, load_state
+from reconciler.load.loader import load_state
+from reconciler.load.readers import WorkTree
 from reconciler.reconcile import SYSTEM_NAMESPACE, apply_environment
 from reconciler.render.engine import render_environment
 from reconciler.yamlio import dump_manifests

@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reconciler.load.loader import WorkTree, load_state
+from reconciler.load.loader import load_state
+from reconciler.load.readers import WorkTree
 from reconciler.render.engine import render_environment
 from reconciler.yamlio import dump_manifests
 

@@ -22,7 +22,8 @@ from reconciler.git.store import head_revision
 from reconciler.kube.client import KubeClient, Unreachable
 from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.manager import ApplyAborted, ResourceManager
-from reconciler.load.loader import WorkTree, load_state
+from reconciler.load.loader import load_state
+from reconciler.load.readers import WorkTree
 from reconciler.reconcile import apply_environment
 
 from conftest import LiveEnv, controlplane_module, edit

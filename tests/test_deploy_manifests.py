@@ -15,7 +15,8 @@ from reconciler.kube.client import KubeClient, KubeError
 from reconciler.kube.inventory import ObjectRef
 from reconciler.kube.lease import LeaderElection
 from reconciler.kube.manager import ResourceManager
-from reconciler.load.loader import WorkTree, load_state
+from reconciler.load.loader import load_state
+from reconciler.load.readers import WorkTree
 from reconciler.reconcile import SYSTEM_NAMESPACE, apply_environment
 from reconciler.render import k8sschema
 

@@ -17,7 +17,8 @@ from reconciler.daemon.loop import Daemon, json_logging
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow, head_revision, is_dirty, transact
 from reconciler.kube.client import connect
-from reconciler.load.loader import TreeReader, WorkTree, load_state
+from reconciler.load.loader import load_state
+from reconciler.load.readers import TreeReader, WorkTree
 from reconciler.model.kinds import State
 from reconciler.operations import releases as promotion
 from reconciler.operations.init import default_demo_key, init_state_repo

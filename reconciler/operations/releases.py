@@ -17,7 +17,8 @@ from typing import Any
 from reconciler import sops
 from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.git.store import GitTree, Write
-from reconciler.load.loader import Overlay, TreeReader, load_state
+from reconciler.load.loader import load_state
+from reconciler.load.readers import Overlay, TreeReader
 from reconciler.model import trailers
 from reconciler.model.kinds import Build, Component, Environment, Pipeline, Release, State
 from reconciler.model.names import ENV_NAME
