@@ -9,11 +9,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.kube import inventory
-from reconciler.kube.client import KubeClient
+from reconciler.kube.client import KubeClient, connect
 from reconciler.kube.health import CHECKS as HEALTH_CHECKS
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
@@ -156,3 +157,53 @@ def live_health(state: State, environment: str, client: KubeClient
         found[(release.project, release.component)] = (
             health(live) if live else Health("Degraded", "not in the cluster"))
     return found
+
+
+def clusters_of(state: State, environment: str, only: str | None = None) -> list[str]:
+    """The clusters ``environment`` spans, or just ``only`` if it is one of them."""
+    members = list(state.environment_named(environment).clusters)
+    if only is None:
+        return members
+    if only not in members:
+        raise ReconcilerError(f"cluster {only!r} is not part of environment {environment} "
+                              f"(clusters: {', '.join(members)})")
+    return [only]
+
+
+def connect_cluster(state: State, cluster: str, kubeconfig: Path | None) -> KubeClient:
+    """A client for one cluster, through its kubeconfig context."""
+    return connect(state.clusters[cluster].context, kubeconfig)
+
+
+def apply_clusters(state: State, environment: str, only: str | None,
+                   kubeconfig: Path | None, **options: Any) -> list[Result]:
+    """``apply_environment`` on each cluster of the environment, in order."""
+    return [apply_environment(state, environment, name,
+                              connect_cluster(state, name, kubeconfig), **options)
+            for name in clusters_of(state, environment, only)]
+
+
+def diff_clusters(state: State, environment: str, only: str | None, kubeconfig: Path | None,
+                  decrypt: Decrypt) -> list[str]:
+    """``diff_environment`` on each cluster of the environment, in order."""
+    return [text for name in clusters_of(state, environment, only)
+            for text in diff_environment(state, environment, name,
+                                         connect_cluster(state, name, kubeconfig), decrypt)]
+
+
+def live_health_by_cluster(state: State, environments: list[str], kubeconfig: Path | None
+                           ) -> tuple[dict[tuple[str, str, str], dict[str, str]], list[str]]:
+    """Each release's live health per cluster, and a warning per cluster that can't be read."""
+    found: dict[tuple[str, str, str], dict[str, str]] = {}
+    warnings = []
+    for environment in environments:
+        for name in state.environments[environment].clusters:
+            try:
+                healths = live_health(state, environment,
+                                      connect_cluster(state, name, kubeconfig))
+            except ReconcilerError as exc:
+                warnings.append(f"{name}: {exc}")
+                continue
+            for (project, component), health_of in healths.items():
+                found.setdefault((environment, project, component), {})[name] = health_of.status
+    return found, warnings

@@ -77,26 +77,16 @@ def resolve_environment(state: State, environment: str, project: str | None = No
 def _resolve(state: State, environment: Environment, release: Release) -> DesiredRelease:
     component = state.components[(release.project, release.component)]
     key = (environment.name, release.project, release.component)
-    component_config = state.component_configs.get(key[1:])
-    environment_config = state.environment_configs.get(key)
-    env: dict[str, str] = {
-        c.name: _text(c.default)
-        for c in component.configurables
-        if c.default is not None and not c.secret
-    }
+    env = {name: value.value for name, value in configuration(state, component,
+                                                              environment.name).items()}
     files: dict[str, ConfigFile] = {}
     replicas, resources = component.replicas, component.resources
-    for config in (component_config, environment_config):
+    for config in (state.component_configs.get(key[1:]), state.environment_configs.get(key)):
         if config is None:
             continue
-        env.update((name, _text(value)) for name, value in config.env.items())
         files.update((f.path, f) for f in config.files)
         replicas = config.replicas if config.replicas is not None else replicas
         resources = _merge_resources(resources, config.resources)
-    project = state.projects.get(component.project)
-    connections = (project.connections if project else ()) + component.connections
-    for connection in connections:
-        env.update(_connection_env(state, environment.name, connection))
     secrets = state.secrets.get(key)
     ordered_files = tuple(files[p] for p in sorted(files))
     config_hash = _hash({
@@ -117,6 +107,37 @@ def _resolve(state: State, environment: Environment, release: Release) -> Desire
         resources=resources,
         config_hash=config_hash,
     )
+
+
+@dataclass(frozen=True)
+class ConfigValue:
+    """One environment variable as the pod gets it, and the layer it comes from."""
+
+    value: str
+    source: str
+
+
+def configuration(state: State, component: Component, environment: str | None
+                  ) -> dict[str, ConfigValue]:
+    """The environment variables of ``component`` (in ``environment``, or those common to all
+    environments), merged lowest first: configurable defaults, the component's config, the
+    environment's config, then the connections' parameters. Secrets are not included."""
+    key = (component.project, component.name)
+    layers = [("component", state.component_configs.get(key))]
+    if environment is not None:
+        layers.append((environment, state.environment_configs.get((environment, *key))))
+    found = {c.name: ConfigValue(_text(c.default), "default") for c in component.configurables
+             if c.default is not None and not c.secret}
+    for source, config in layers:
+        for name, value in (config.env.items() if config else ()):
+            found[name] = ConfigValue(_text(value), source)
+    project = state.projects.get(component.project)
+    for connection in (project.connections if project else ()) + component.connections:
+        if environment is None:
+            continue
+        for name, value in _connection_env(state, environment, connection).items():
+            found[name] = ConfigValue(value, f"connection {connection.name}")
+    return dict(sorted(found.items()))
 
 
 def _merge_resources(base: Resources, override: Resources | None) -> Resources:

@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from reconciler.errors import ReconcilerError
+from reconciler.model.names import split_ref
+
 ComponentType = Literal["service", "web-app", "scheduled-task", "manual-task", "proxy"]
 Visibility = Literal["project", "organization", "public"]
 Scalar = str | int | float | bool
@@ -282,6 +285,20 @@ class State:
         if found and found.pipelines:
             return found.pipelines
         return (self.organization.default_pipeline,)
+
+    def component_named(self, ref: str) -> Component:
+        """The component ``PROJECT/COMPONENT``, or an error naming it."""
+        component = self.components.get(split_ref(ref))
+        if component is None:
+            raise ReconcilerError(f"unknown component {ref}")
+        return component
+
+    def environment_named(self, name: str) -> Environment:
+        """The environment ``name``, or an error naming it."""
+        found = self.environments.get(name)
+        if found is None:
+            raise ReconcilerError(f"unknown environment {name!r}")
+        return found
 
     def component_pipeline(self, component: Component) -> str:
         return component.pipeline or self.project_pipelines(component.project)[0]

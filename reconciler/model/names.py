@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from reconciler.errors import ReconcilerError
+
 LABEL_PREFIX = "reconciler.io"
 """The one prefix of the tool's own labels and annotations on every object it renders."""
 MANAGED_BY = "reconciler"
@@ -25,3 +27,11 @@ def service_name(component: str, endpoint: str) -> str:
 def major(version: str) -> str:
     """The API major of ``vMAJOR.MINOR``: ``v1``."""
     return version.split(".")[0]
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``PROJECT/COMPONENT`` -> (project, component)."""
+    project, _, component = ref.partition("/")
+    if not project or not component or "/" in component:
+        raise ReconcilerError(f"{ref!r} is not a component: use PROJECT/COMPONENT")
+    return project, component

@@ -1,0 +1,105 @@
+"""Commands that talk to clusters: apply, diff, and the daemon (run)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from reconciler.cli.base import KUBECONFIG, age_keys, cli, decryptor, output_option, print_rows, state_of
+from reconciler.daemon.loop import Daemon, json_logging
+from reconciler.errors import ReconcilerError
+from reconciler.git.store import GitTree, clone_bare, follow
+from reconciler.load.loader import load_state
+from reconciler.reconcile import apply_clusters, connect_cluster, diff_clusters
+
+
+@cli.command("apply")
+@click.option("--env", "environment", required=True)
+@click.option("--cluster", help="Only this cluster of the environment (default: all of them).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--no-prune", is_flag=True, help="Do not delete objects that left the render.")
+@click.option("--allow-empty", is_flag=True, help="Allow an apply that deletes every object "
+              "applied before (an empty render).")
+@click.option("--wait", is_flag=True, help="Wait until every object is healthy.")
+@click.option("--timeout", type=float, default=300, show_default=True,
+              help="Seconds --wait waits.")
+@click.option("--force-conflicts", is_flag=True, help="Take back fields that another field "
+              "manager (kubectl edit, another controller) changed; without it such conflicts "
+              "are reported per object.")
+@KUBECONFIG
+@output_option
+@click.pass_context
+def apply_command(ctx: click.Context, environment: str, cluster: str | None, dry_run: bool,
+                  no_prune: bool, allow_empty: bool, wait: bool, timeout: float,
+                  force_conflicts: bool, kubeconfig: Path | None) -> None:
+    """Render ENV and server-side apply it to its clusters, prune what left the render, and
+    optionally wait for health. Prints a change set; exits 1 if anything failed."""
+    results = apply_clusters(state_of(ctx), environment, cluster, kubeconfig,
+                             decrypt=decryptor(ctx, environment), prune=not no_prune,
+                             allow_empty=allow_empty, dry_run=dry_run, wait=wait,
+                             timeout=timeout, force_conflicts=force_conflicts)
+    rows = []
+    for result in results:
+        for change in result.changes:
+            health = result.health.get(change.ref)
+            rows.append({"cluster": result.cluster, "action": change.action,
+                         "kind": change.ref.kind, "namespace": change.ref.namespace,
+                         "name": change.ref.name, "health": health.status if health else "",
+                         "message": change.message or (health.message if health else "")})
+    print_rows(ctx, rows, ("cluster", "action", "kind", "namespace", "name", "health",
+                           "message"))
+    if any(result.failed for result in results):
+        ctx.exit(1)
+
+
+@cli.command("diff")
+@click.option("--env", "environment", required=True)
+@click.option("--cluster", help="Only this cluster of the environment (default: all of them).")
+@KUBECONFIG
+@click.pass_context
+def diff_command(ctx: click.Context, environment: str, cluster: str | None,
+                 kubeconfig: Path | None) -> None:
+    """What apply would change: a unified diff of each live object against its server-side
+    dry-run, with Secret values masked. Exits 1 when there are differences (like diff)."""
+    texts = diff_clusters(state_of(ctx), environment, cluster, kubeconfig,
+                          decryptor(ctx, environment))
+    for text in texts:
+        click.echo(text, nl=False)
+    if texts:
+        ctx.exit(1)
+
+
+@cli.command("run")
+@click.option("--cluster", required=True, help="The cluster this daemon runs in (clusters/).")
+@click.option("--interval", type=float, default=60, show_default=True,
+              help="Seconds between fetches and drift checks.")
+@click.option("--listen", default="0.0.0.0:8080", show_default=True,
+              help="Address for /healthz, /readyz, /metrics and POST /hooks/git.")
+@click.option("--clone-from", metavar="URL", help="Clone the state repo from URL into --repo "
+              "first when --repo does not exist yet.")
+@KUBECONFIG
+@click.pass_context
+def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
+                clone_from: str | None, kubeconfig: Path | None) -> None:
+    """Keep CLUSTER in step with the state repo: follow it, apply every environment that
+    includes CLUSTER, prune, wait for health, heal drift every --interval. One replica holds a
+    Lease and applies; others stand by. Logs JSON lines; stops cleanly on SIGTERM."""
+    repo: Path = ctx.obj["repo"]
+    if not repo.exists() and clone_from:
+        clone_bare(clone_from, repo)
+    json_logging()
+    state = load_state(GitTree(repo, follow(repo)))
+    if cluster not in state.clusters:
+        raise ReconcilerError(f"unknown cluster {cluster!r} (clusters: "
+                              f"{', '.join(sorted(state.clusters))})")
+    daemon = Daemon(repo, cluster, connect_cluster(state, cluster, kubeconfig),
+                    lambda: age_keys(ctx), interval=interval)
+    server = daemon.serve(listen)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    try:
+        daemon.run()
+    finally:
+        server.shutdown()

@@ -1,0 +1,110 @@
+"""Read-only views: status, history, audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reconciler.cli.base import (
+    KUBECONFIG,
+    cli,
+    output_of,
+    output_option,
+    print_data,
+    print_rows,
+    print_table,
+    revision_of,
+    state_of,
+)
+from reconciler.model.names import split_ref
+from reconciler.operations.common import now_utc
+from reconciler.queries.audit import audit
+from reconciler.queries.history import events
+from reconciler.queries.status import environment_order, status
+from reconciler.reconcile import live_health_by_cluster
+
+
+@cli.command("status")
+@click.option("--env", "environment", help="Only this environment.")
+@click.option("--live", is_flag=True, help="Add each release's live health in every cluster of "
+              "its environment (needs access to the clusters).")
+@KUBECONFIG
+@output_option
+@click.pass_context
+def status_command(ctx: click.Context, environment: str | None, live: bool,
+                   kubeconfig: Path | None) -> None:
+    """The matrix of components x environments: version, short digest and age of each release,
+    and with --live its health in each cluster."""
+    state = state_of(ctx)
+    environments = environment_order(state, environment)
+    health = None
+    if live:
+        health, warnings = live_health_by_cluster(state, environments, kubeconfig)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+    cells = status(state, environments, now_utc(), health)
+    if output_of(ctx) in ("json", "yaml"):
+        print_data(output_of(ctx), [cell.as_dict(live) for cell in cells])
+        return
+    table: dict[str, dict[str, str]] = {}
+    for cell in cells:
+        text = f"{cell.version} {cell.short_digest} {cell.age}"
+        if live:
+            text += " " + "/".join(sorted(set(cell.health.values())) or ["Unknown"])
+        table.setdefault(cell.component, {})[cell.environment] = text
+    rows = [(ref, *(table.get(ref, {}).get(env, "-") for env in environments))
+            for ref in sorted(f"{p}/{c}" for p, c in state.components)]
+    print_table(("COMPONENT", *(e.upper() for e in environments)), rows)
+
+
+@cli.command("history")
+@click.argument("component", required=False)
+@click.option("--env", "environment", help="Only writes into (or from) this environment.")
+@click.option("--limit", type=click.IntRange(min=0), default=0,
+              help="At most this many (default, 0: all).")
+@output_option
+@click.pass_context
+def history_command(ctx: click.Context, component: str | None, environment: str | None,
+                    limit: int) -> None:
+    """Every write of the tool, newest first: when, who, what, from where to where."""
+    if component or environment:
+        state = state_of(ctx)
+        if component:
+            split_ref(component)
+            state.component_named(component)
+        if environment:
+            state.environment_named(environment)
+    found = []
+    for event in events(ctx.obj["repo"], component, environment, revision_of(ctx)):
+        found.append(event.as_dict())
+        if limit and len(found) >= limit:
+            break
+    print_rows(ctx, found, ("time", "author", "operation", "component", "from_environment",
+                            "to_environment", "image", "commit"),
+               short={"commit": 12, "image": 0})
+
+
+@cli.command("audit")
+@click.option("--env", "environment", help="Only releases into this environment.")
+@output_option
+@click.pass_context
+def audit_command(ctx: click.Context, environment: str | None) -> None:
+    """Prove build-once-promote over the whole history; exit 1 on any violation.
+
+    Every digest ever released to an environment must be a registered build and must have
+    been released in each earlier stage of its pipeline first; changes under environments/
+    or builds/ made without the tool are reported with their commit and path.
+    """
+    findings = audit(ctx.obj["repo"], environment, revision_of(ctx))
+    if output_of(ctx) in ("json", "yaml"):
+        print_data(output_of(ctx), {"ok": not findings,
+                                    "findings": [f.as_dict() for f in findings]})
+    for finding in findings:
+        click.echo(f"error: {finding.path}:1: commit {finding.commit[:12]}: {finding.message}",
+                   err=True)
+    if findings:
+        ctx.exit(1)
+    if output_of(ctx) not in ("json", "yaml"):
+        click.echo("audit passed: every release went through its pipeline from a registered "
+                   "build")
