@@ -62,6 +62,12 @@ def identities(key_file: Path | None = None) -> list[pyrage.x25519.Identity]:
     return found
 
 
+def new_key() -> tuple[str, str]:
+    """A new age key pair: (private key, public recipient)."""
+    identity = pyrage.x25519.Identity.generate()
+    return str(identity), str(identity.to_public())
+
+
 def decryptor(load_keys: Callable[[], Sequence[pyrage.x25519.Identity]], environment: str
               ) -> Callable[[Secrets], dict[str, str]]:
     """Decryption of one environment's secrets for rendering. The keys are loaded on the

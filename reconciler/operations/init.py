@@ -7,13 +7,11 @@ import re
 import shutil
 from pathlib import Path
 
-import pyrage
-
 from reconciler.errors import ReconcilerError
 from reconciler.git.store import init_with_files
 from reconciler.model.paths import secret_path
 from reconciler.resources import data_dir
-from reconciler.sops import encrypt
+from reconciler.sops import encrypt, new_key
 from reconciler.yamlio import dump_manifests
 
 _DEMO_ENVIRONMENT = "development"
@@ -88,8 +86,7 @@ def init_state_repo(path: Path, example: bool, demo_key: Path | None = None) -> 
 def _demo_secrets(path: Path, key_file: Path) -> None:
     """Encrypt the example's secrets to a new age key, listed as the development
     environment's recipient, and keep the private key in ``key_file``."""
-    identity = pyrage.x25519.Identity.generate()
-    recipient = str(identity.to_public())
+    identity, recipient = new_key()
     environment = path / "environments" / _DEMO_ENVIRONMENT / "environment.yaml"
     environment.write_text(environment.read_text() + f"secretRecipients: [{recipient}]\n")
     for (project, component), values in _DEMO_SECRETS.items():

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.git.store import CommitInfo, Repository
+from reconciler.git.history import CommitInfo, Repository
 from reconciler.load import parse
 from reconciler.model import trailers
 from reconciler.model.kinds import State

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.git.store import CommitInfo, Repository
+from reconciler.git.history import CommitInfo, Repository
 from reconciler.model import trailers
 from reconciler.model.kinds import Release
 from reconciler.model.paths import release_path

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.git.store import CommitInfo, Repository
+from reconciler.git.history import CommitInfo, Repository
 from reconciler.model.kinds import State
 
 
