@@ -63,6 +63,27 @@ def test_wrong_usage_exits_2(run: Run) -> None:
     assert run("frobnicate").exit_code == 2
 
 
+def test_a_component_without_its_project_is_wrong_usage(run: Run) -> None:
+    result = run("render", "--env", "staging", "--component", "checkout")
+    assert (result.exit_code, result.errors) == (2, ["error: --component needs --project"])
+
+
+def test_a_negative_history_limit_is_wrong_usage(run: Run) -> None:
+    result = run("history", "--limit", "-1")
+    assert result.exit_code == 2
+    assert "-1 is not in the range x>=0" in result.stderr
+
+
+def test_unknown_components_and_environments_are_errors_not_empty_tables(run: Run) -> None:
+    for args in (("history", "shop/nope"), ("build", "list", "shop/nope"),
+                 ("config", "list", "shop/nope")):
+        result = run(*args)
+        assert (result.exit_code, result.errors) == (1, ["error: unknown component shop/nope"])
+    assert run("history", "shop").errors == [
+        "error: 'shop' is not a component: use PROJECT/COMPONENT"]
+    assert run("history", "--env", "qa").errors == ["error: unknown environment 'qa'"]
+
+
 def test_help_explains_commands(run: Run) -> None:
     top = run("--help").stdout
     for command in ("init", "validate", "render"):

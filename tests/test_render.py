@@ -70,6 +70,23 @@ def test_configuration_merges_defaults_component_and_environment(run: Run) -> No
     assert container["volumeMounts"][0]["mountPath"] == "/etc/checkout/app.toml"
 
 
+def test_config_list_shows_exactly_what_the_pod_gets(repo: Path, run: Run) -> None:
+    edit(repo, "environments/staging/shop/checkout/config.yaml", "env:",
+         "env:\n  FEATURE_FLAG: yes\n  STRICT: true\n  RATIO: 1.50")
+    listed = json.loads(run("-o", "json", "config", "list", "shop/checkout", "--env",
+                            "staging").stdout)
+    found = objects(run, "--env", "staging", "--project", "shop", "--component", "checkout")
+    config_map = next(o for o in found if o["kind"] == "ConfigMap"
+                      and o["metadata"]["name"].startswith("checkout-config-"))
+    plain = {e["key"]: e["value"] for e in listed if e["value"] != "(secret)"}
+    assert plain == config_map["data"]
+    sources = {e["key"]: e["source"] for e in listed}
+    assert (sources["STRICT"], plain["STRICT"]) == ("staging", "true")
+    assert (sources["FEATURE_FLAG"], plain["FEATURE_FLAG"]) == ("staging", "yes")
+    assert sources["CATALOG_URL"] == "connection catalog"
+    assert sources["LOG_LEVEL"] in ("default", "component", "staging")
+
+
 def test_connection_parameters_host_and_port(run: Run) -> None:
     found = objects(run, "--env", "production", "--project", "shop", "--component", "reindex")
     config = next(o for o in found if o["kind"] == "ConfigMap")
@@ -239,6 +256,34 @@ def test_out_writes_one_file_per_object_and_never_clobbers(repo: Path, run: Run,
     refused = run("render", "--env", "production", "--out", str(precious))
     assert refused.exit_code == 1
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_out_replaces_what_it_wrote_and_never_deletes_a_users_file(repo: Path, run: Run,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    assert run("render", "--env", "production", "--out", str(out)).exit_code == 0
+    (repo / "environments/production/shop/storefront/release.yaml").unlink()
+    assert run("render", "--env", "production", "--out", str(out)).exit_code == 0
+    assert not (out / "shop-production/deployment-storefront.yaml").exists(), \
+        "an object that left the render leaves the folder"
+    assert (out / "shop-production/deployment-checkout.yaml").is_file()
+    (out / "shop-production/kustomization.yaml").write_text("mine\n")
+    refused = run("render", "--env", "production", "--out", str(out))
+    assert refused.exit_code == 1
+    assert refused.errors == [f"error: --out {out} holds files render did not write "
+                              "(shop-production/kustomization.yaml): move them away or choose "
+                              "another folder; nothing was written"]
+    assert (out / "shop-production/kustomization.yaml").read_text() == "mine\n"
+    assert (out / "shop-production/deployment-checkout.yaml").is_file()
+
+
+def test_out_into_a_folder_that_cannot_be_written_is_a_clear_error(run: Run,
+                                                                   tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run("render", "--env", "production", "--out", str(blocker / "manifests"))
+    assert result.exit_code == 1
+    assert result.errors == [f"error: cannot write --out {blocker / 'manifests'}: Not a directory"]
 
 
 def test_organisation_template_overrides_a_builtin(repo: Path, run: Run) -> None:
