@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from conftest import Run, commit_all, edit, write
@@ -346,6 +347,27 @@ def test_undefined_variable_is_an_error_at_its_line(repo: Path, run: Run) -> Non
     result = run("render", "--env", "production", "--project", "identity")
     assert result.errors[0].startswith("error: templates/service/typo.yaml.j2:2: template: "
                                        "'relase' is undefined"), result.errors
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("{{ nosuchvar | tojson }}", "template: 'nosuchvar' is undefined"),
+    ("{% for i in range(10**8) %}x{% endfor %}", "template: OverflowError: Range too big. The "
+     "sandbox blocks ranges larger than MAX_RANGE (100000)."),
+    ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "template: recursion too deep"),
+    ('{{ "x" * 10**9 }}', "template: repetition of 1000000000 items is larger than 1048576"),
+    ("{{ 7 ** 100000 }}", "template: 7 ** 100000 is too large"),
+    ('{% for i in range(100000) %}{{ "x" * 1000 }}{% endfor %}',
+     "template: output is larger than 4 MiB"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "template: rendering took longer than 10 s"),
+])
+def test_a_runaway_template_is_a_located_error(repo: Path, run: Run, body: str,
+                                               message: str) -> None:
+    write(repo, "templates/service/extra.yaml.j2", f"x: {body}\n", header=False)
+    result = run("render", "--env", "production", "--project", "shop", "--component",
+                 "checkout")
+    assert result.exit_code == 1
+    assert result.errors == [f"error: templates/service/extra.yaml.j2:1: {message}"]
 
 
 def test_template_syntax_error(repo: Path, run: Run) -> None:

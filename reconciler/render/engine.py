@@ -13,22 +13,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import jinja2
-from jinja2.loaders import split_template_path
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from reconciler.errors import InvalidState, Problem
 from reconciler.model.kinds import KIND_ORDER, Cluster, Secrets, State
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, service_name
-from reconciler.model.paths import TEMPLATES_FOLDER
 from reconciler.render import k8sschema
+from reconciler.render.templates import TemplateFailure, Templates
 from reconciler.resolve import DesiredRelease, resolve_environment
-from reconciler.resources import data_dir
 from reconciler.yamlio import ManifestError, load_manifests
 
 MASK = "++++++++"
@@ -38,7 +32,6 @@ Decrypt = Callable[[Secrets], Mapping[str, str]]
 Object = dict[str, Any]
 
 _KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
-_BUILTIN_PREFIX = "(built-in) "
 
 
 def sort_key(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
@@ -55,53 +48,6 @@ class Rendered:
     environment: str
     revision: str
     objects: tuple[Object, ...]
-
-
-class _Templates:
-    """Built-in templates under the state repo's overrides, in one sandbox."""
-
-    def __init__(self, overrides: Mapping[str, str]) -> None:
-        self.builtin = data_dir("templates")
-        self.overrides = dict(overrides)
-        self.environment = ImmutableSandboxedEnvironment(
-            loader=jinja2.FunctionLoader(self._load),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self._fingerprints: dict[str, str] = {}
-
-    def _load(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
-        if name in self.overrides:
-            return self.overrides[name], TEMPLATES_FOLDER + name, lambda: True
-        try:
-            file = self.builtin.joinpath(*split_template_path(name))
-        except jinja2.TemplateNotFound:
-            return None
-        if not file.is_file():
-            return None
-        return file.read_text(), _BUILTIN_PREFIX + "templates/" + name, lambda: True
-
-    def names(self, folder: str) -> list[str]:
-        found = {f"{folder}/{p.name}" for p in (self.builtin / folder).glob("*.yaml.j2")}
-        found.update(n for n in self.overrides
-                     if n.startswith(folder + "/") and n.endswith(".yaml.j2")
-                     and n.count("/") == 1)
-        return sorted(found)
-
-    def fingerprint(self, folders: Iterable[str]) -> str:
-        """A hash of every template a component type uses, so a template change is a
-        new release."""
-        key = ",".join(folders)
-        if key not in self._fingerprints:
-            digest = hashlib.sha256()
-            for name in [n for f in (*folders, "lib") for n in self.names(f)]:
-                source = self._load(name)
-                digest.update(name.encode() + b"\0" + (source[0] if source else "").encode())
-            self._fingerprints[key] = digest.hexdigest()
-        return self._fingerprints[key]
 
 
 def render_environment(
@@ -140,7 +86,7 @@ def _cluster(state: State, environment: str, name: str | None) -> Cluster | None
 
 def release_ids(state: State, environment: str) -> dict[tuple[str, str], str]:
     """The release id of every component released in ``environment``."""
-    templates = _Templates(state.templates)
+    templates = Templates(state.templates)
     return {
         (desired.project, desired.component.name): release_id(
             desired, templates.fingerprint(("component", desired.component.type)))
@@ -159,7 +105,7 @@ class _Renderer:
         self.state = state
         self.cluster = cluster
         self.decrypt = decrypt
-        self.templates = _Templates(state.templates)
+        self.templates = Templates(state.templates)
         self.problems: list[Problem] = []
 
     def namespace(self, environment: str, project: str) -> list[Object]:
@@ -270,12 +216,9 @@ class _Renderer:
 
     def _render_one(self, name: str, context: Mapping[str, Any]) -> list[Object]:
         try:
-            text = self.templates.environment.get_template(name).render(context)
-        except jinja2.TemplateSyntaxError as exc:
-            self._report(exc.name or name, exc.lineno, f"template syntax: {exc.message}")
-            return []
-        except jinja2.TemplateError as exc:
-            self._report(*_template_frame(exc, name), f"template: {exc}")
+            text = self.templates.render(name, context)
+        except TemplateFailure as exc:
+            self.problems.append(Problem(exc.path, exc.line, exc.message))
             return []
         try:
             documents = load_manifests(text)
@@ -292,10 +235,7 @@ class _Renderer:
         return objects
 
     def _report(self, template: str, line: int, message: str) -> None:
-        path = template if template.startswith((TEMPLATES_FOLDER, _BUILTIN_PREFIX)) else (
-            TEMPLATES_FOLDER + template if template in self.state.templates
-            else _BUILTIN_PREFIX + "templates/" + template)
-        self.problems.append(Problem(path, line, message))
+        self.problems.append(Problem(self.templates.path_of(template), line, message))
 
     def check_unique(self, objects: list[Object]) -> None:
         seen: set[tuple[str, str, str, str]] = set()
@@ -323,13 +263,6 @@ def _describe(obj: Object) -> str:
     metadata = obj.get("metadata") or {}
     where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
     return f"{obj.get('kind', '?')} {where}{metadata.get('name', '?')}"
-
-
-def _template_frame(exc: Exception, fallback: str) -> tuple[str, int]:
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename.endswith(".j2"):
-            return frame.filename, frame.lineno or 0
-    return fallback, 0
 
 
 def _first_line(exc: Exception) -> str:
