@@ -91,3 +91,11 @@ def test_the_demo_key_is_never_overwritten(tmp_path: Path) -> None:
     assert key_file.read_text() == "my own key"
     assert not (tmp_path / "acme").exists()
     assert invoke("init", str(tmp_path / "skeleton"), "--demo-key", str(key_file))[0] == 2
+
+
+def test_init_where_nothing_can_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = invoke("init", str(blocker / "acme"))
+    assert code == 1
+    assert err == f"error: cannot create the state repo in {blocker / 'acme'}: Not a directory\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 from reconciler.git.store import init_with_files
+from reconciler.model import trailers
 from reconciler.model.paths import secret_path
 from reconciler.resources import data_dir
 from reconciler.sops import encrypt, new_key
@@ -62,13 +63,21 @@ def init_state_repo(path: Path, example: bool, demo_key: Path | None = None) -> 
 
     The example's secrets are encrypted to a new age key written to ``demo_key`` (default:
     ``default_demo_key``), so they decrypt without any private key in Git."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ReconcilerError(f"{path} already exists and is not empty: nothing was written")
-    key_file = demo_key or default_demo_key(path)
-    if example and key_file.exists():
-        raise ReconcilerError(f"{key_file} already exists: pass another --demo-key file; "
-                              "nothing was written")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ReconcilerError(f"{path} already exists and is not empty: nothing was written")
+        key_file = demo_key or default_demo_key(path)
+        if example and key_file.exists():
+            raise ReconcilerError(f"{key_file} already exists: pass another --demo-key file; "
+                                  "nothing was written")
+        path.mkdir(parents=True, exist_ok=True)
+        return _write(path, example, key_file)
+    except OSError as exc:
+        raise ReconcilerError(f"cannot create the state repo in {path}: "
+                              f"{exc.strerror or exc}") from None
+
+
+def _write(path: Path, example: bool, key_file: Path) -> str:
     if example:
         shutil.copytree(data_dir("example-state-repo"), path, dirs_exist_ok=True)
         _demo_secrets(path, key_file)
@@ -80,7 +89,7 @@ def init_state_repo(path: Path, example: bool, demo_key: Path | None = None) -> 
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text.format(name=name))
         message = "init: new state repo"
-    return init_with_files(path, message + "\n\nOperation: init\n")
+    return init_with_files(path, f"{message}\n\n{trailers.OPERATION}: {trailers.INIT}\n")
 
 
 def _demo_secrets(path: Path, key_file: Path) -> None:
