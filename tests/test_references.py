@@ -192,6 +192,27 @@ def test_replicas_override_only_in_environment_config(repo: Path, run: Run) -> N
                for e in errors_after(run))
 
 
+def test_two_files_stored_under_one_configmap_key_are_refused(repo: Path, run: Run) -> None:
+    component_config = "projects/shop/components/checkout/config.yaml"
+    edit(repo, component_config, "  - path: /etc/checkout/app.toml",
+         "  - {path: /etc/checkout.app.toml, content: a}\n"
+         "  - {path: /etc/checkout.app.toml, content: b}\n"
+         "  - path: /etc/checkout/app.toml")
+    write(repo, f"{STAGING}/config.yaml", "kind: Config\nenv: {PAYMENT_PROVIDER_URL: x}\n"
+          "files:\n  - {path: /etc/checkout/app.toml, content: override}\n"
+          "  - {path: /etc/a/b, content: x}\n  - {path: /etc/a.b, content: y}\n")
+    assert errors_after(run) == [
+        f"error: {STAGING}/config.yaml:5: file '/etc/checkout/app.toml' and "
+        f"'/etc/checkout.app.toml' of {component_config} would both be stored as "
+        "'etc.checkout.app.toml': rename one",
+        f"error: {STAGING}/config.yaml:7: file '/etc/a.b' and '/etc/a/b' would both be stored "
+        "as 'etc.a.b': rename one",
+        f"error: {component_config}:8: file '/etc/checkout.app.toml' is listed twice",
+        f"error: {component_config}:9: file '/etc/checkout/app.toml' and '/etc/checkout.app.toml' "
+        "would both be stored as 'etc.checkout.app.toml': rename one",
+    ]
+
+
 def test_api_contract_file_must_exist(repo: Path, run: Run) -> None:
     (repo / "projects/shop/components/checkout/openapi.yaml").unlink()
     assert any("API contract 'openapi.yaml' is not in projects/shop/components/checkout/" in e

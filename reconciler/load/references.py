@@ -19,7 +19,7 @@ from reconciler.model.kinds import (
     Release,
     State,
 )
-from reconciler.model.names import major, namespace_name, service_name
+from reconciler.model.names import file_key, major, namespace_name, service_name
 
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 
@@ -59,6 +59,7 @@ class ReferenceChecker:
         for key, config in self.state.environment_configs.items():
             self._environment_folder(key, config.path)
             self._no_secret_in_config(key[1:], config)
+            self._files(config, self.state.component_configs.get(key[1:]))
         for key, secrets in self.state.secrets.items():
             for secret in secrets.files.values():
                 self._environment_folder(key, secret.path)
@@ -204,6 +205,31 @@ class ReferenceChecker:
             self.report(build.path, ["image"],
                         f"image is not from the track's repository {track.image}")
 
+    def _files(self, config: Config, underneath: Config | None = None) -> None:
+        """Each file of a config is one ConfigMap key: two paths must not share one, in
+        this file or against the component's config it is merged over (same path there
+        is an override, not a clash)."""
+        seen: dict[str, str] = {}
+        for index, found in enumerate(config.files):
+            where: list[Any] = ["files", index, "path"]
+            key = file_key(found.path)
+            if key in seen:
+                clash = "is listed twice" if seen[key] == found.path else (
+                    f"and {seen[key]!r} would both be stored as {key!r}: rename one")
+                self.report(config.path, where, f"file {found.path!r} {clash}")
+            seen.setdefault(key, found.path)
+        if underneath is None:
+            return
+        overridden = {f.path for f in config.files}
+        for found in underneath.files:
+            key = file_key(found.path)
+            if found.path in overridden or seen.get(key, found.path) == found.path:
+                continue
+            index = next(i for i, f in enumerate(config.files) if f.path == seen[key])
+            self.report(config.path, ["files", index, "path"],
+                        f"file {seen[key]!r} and {found.path!r} of {underneath.path} would "
+                        f"both be stored as {key!r}: rename one")
+
     def _component_config(self, key: tuple[str, str], config: Config) -> None:
         if key not in self.state.components and not self._broken("Component", *key):
             self.report(config.path, 1, f"no component {key[0]}/{key[1]} for this config")
@@ -212,6 +238,7 @@ class ReferenceChecker:
                 self.report(config.path, [field],
                             f"{field} may only be overridden in an environment's config")
         self._no_secret_in_config(key, config)
+        self._files(config)
 
     def _no_secret_in_config(self, key: tuple[str, ...], config: Config) -> None:
         component = self.state.components.get((key[0], key[1]))

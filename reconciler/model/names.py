@@ -35,3 +35,8 @@ def split_ref(ref: str) -> tuple[str, str]:
     if not project or not component or "/" in component:
         raise ReconcilerError(f"{ref!r} is not a component: use PROJECT/COMPONENT")
     return project, component
+
+
+def file_key(path: str) -> str:
+    """The ConfigMap key a configuration file is stored under (and mounted from)."""
+    return path.strip("/").replace("/", ".")

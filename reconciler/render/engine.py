@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler.errors import InvalidState, Problem
 from reconciler.model.kinds import KIND_ORDER, Cluster, Secrets, State
-from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, service_name
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, file_key, service_name
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
 from reconciler.resolve import DesiredRelease, resolve_environment
@@ -125,7 +125,7 @@ class _Renderer:
                     "app.kubernetes.io/part-of": desired.project}
         context = self._base_context(environment, desired.project, desired.namespace, labels)
         config_map = _named(component.name + "-config", dict(desired.env))
-        files = {_file_key(f.path): f.content for f in desired.files}
+        files = {file_key(f.path): f.content for f in desired.files}
         files_config_map = _named(component.name + "-files", files)
         secret = self._secret(desired)
         context.update(
@@ -278,10 +278,6 @@ def _named(prefix: str, data: dict[str, str]) -> dict[str, Any] | None:
     return {"name": f"{prefix}-{_short_hash(data)}", "data": data} if data else None
 
 
-def _file_key(path: str) -> str:
-    return path.strip("/").replace("/", ".")
-
-
 def _container(desired: DesiredRelease, config_map: Mapping[str, Any] | None,
                secret: Mapping[str, Any] | None,
                files_config_map: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -299,7 +295,7 @@ def _container(desired: DesiredRelease, config_map: Mapping[str, Any] | None,
         container["envFrom"] = env_from
     if files_config_map:
         container["volumeMounts"] = [
-            {"name": "files", "mountPath": f.path, "subPath": _file_key(f.path),
+            {"name": "files", "mountPath": f.path, "subPath": file_key(f.path),
              "readOnly": True}
             for f in desired.files
         ]
