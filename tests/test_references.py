@@ -213,6 +213,24 @@ def test_two_files_stored_under_one_configmap_key_are_refused(repo: Path, run: R
     ]
 
 
+def test_two_components_whose_services_share_a_name_are_refused(repo: Path, run: Run) -> None:
+    catalog = "projects/shop/components/catalog/component.yaml"
+    edit(repo, catalog, "endpoints:\n", "endpoints:\n  - {name: api-v2, port: 4001, type: REST, "
+         "visibility: project}\n")
+    write(repo, "projects/shop/components/catalog-api/component.yaml",
+          "kind: Component\nname: catalog-api\ntype: service\n"
+          "source: {repository: https://github.com/acme/shop}\n"
+          "tracks: [{branch: main, version: v1.0}]\n"
+          "endpoints:\n  - {name: v2, port: 8080, type: REST, visibility: project}\n")
+    assert errors_after(run) == [
+        "error: projects/shop/components/catalog-api/component.yaml:8: Service 'catalog-api-v2' "
+        "is also the Service of shop/catalog endpoint 'api-v2': rename an endpoint or a "
+        "component",
+        f"error: {catalog}:12: Service 'catalog-api-v2' is also the Service of shop/catalog-api "
+        "endpoint 'v2': rename an endpoint or a component",
+    ]
+
+
 def test_api_contract_file_must_exist(repo: Path, run: Run) -> None:
     (repo / "projects/shop/components/checkout/openapi.yaml").unlink()
     assert any("API contract 'openapi.yaml' is not in projects/shop/components/checkout/" in e

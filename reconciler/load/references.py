@@ -52,6 +52,7 @@ class ReferenceChecker:
             self._project(project)
         for component in self.state.components.values():
             self._component(component)
+        self._service_names()
         for build in self.state.builds.values():
             self._build(build)
         for component_key, config in self.state.component_configs.items():
@@ -142,6 +143,24 @@ class ReferenceChecker:
             self._connection(component.project, connection)
         names = [v for c in self._all_connections(component) for v in c.env.values()]
         self._unique(path, "connections", names, "connection environment variable")
+
+    def _service_names(self) -> None:
+        """Services of one project share a namespace: two endpoints of different components
+        must not give the same name (``catalog`` + ``api-v2``, ``catalog-api`` + ``v2``)."""
+        owners: dict[tuple[str, str], list[tuple[Component, int]]] = {}
+        for component in self.state.components.values():
+            for index, endpoint in enumerate(component.endpoints):
+                name = service_name(component.name, endpoint.name)
+                owners.setdefault((component.project, name), []).append((component, index))
+        for (_, name), found in sorted(owners.items()):
+            if len({component.name for component, _ in found}) < 2:
+                continue
+            for component, index in found:
+                others = ", ".join(f"{c.ref} endpoint {c.endpoints[i].name!r}"
+                                   for c, i in found if c is not component)
+                self.report(component.path, ["endpoints", index, "name"],
+                            f"Service {name!r} is also the Service of {others}: rename an "
+                            "endpoint or a component")
 
     def _unique(self, path: str, key: str, values: list[str], what: str) -> None:
         for value, count in Counter(values).items():
