@@ -102,6 +102,13 @@ def test_build_must_be_on_a_track_of_the_component(repo: Path, run: Run) -> None
                for e in errors_after(run))
 
 
+def test_release_version_must_be_on_a_track(repo: Path, run: Run) -> None:
+    release = f"{STAGING}/release.yaml"
+    edit(repo, release, "version: v1.2", "version: v7.0")
+    assert (f"error: {release}:{line_of(repo, release, 'version:')}: version v7.0 is not on a "
+            "track of shop/checkout (tracks: v1.2)") in errors_after(run)
+
+
 def test_release_in_an_environment_outside_the_pipeline(repo: Path, run: Run) -> None:
     source = repo / "environments/production/shop/reindex/release.yaml"
     write(repo, "environments/staging/shop/reindex/release.yaml",

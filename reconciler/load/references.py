@@ -294,6 +294,11 @@ class ReferenceChecker:
                 and not self._broken("Project", release.project)):
             self.report(release.path, 1, f"environment {release.environment!r} is not a stage "
                         f"of {component.ref}'s pipeline {pipeline_name!r}")
+        majors = sorted({major(t.version) for t in component.tracks})
+        if major(release.version) not in majors:
+            self.report(release.path, ["version"], f"version {release.version} is not on a "
+                        f"track of {component.ref} (tracks: "
+                        f"{', '.join(t.version for t in component.tracks)})")
         namespace = namespace_name(release.project, release.environment)
         if len(namespace) > 63:
             self.report(release.path, 1, f"namespace {namespace!r} is longer than 63 characters")
