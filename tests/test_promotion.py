@@ -281,6 +281,40 @@ def test_writes_without_a_remote_commit_locally(repo: Path) -> None:
     assert repository.status() == {}, "the work tree follows the commit"
 
 
+def test_a_repo_whose_branch_is_master_is_written_to_master(repo: Path,
+                                                           tmp_path: Path) -> None:
+    local = pygit2.Repository(str(repo))
+    local.branches.local.create("master", local.head.peel(pygit2.Commit))
+    local.set_head("refs/heads/master")
+    local.branches.local.delete("main")
+    bare = tmp_path / "master.git"
+    pygit2.clone_repository(str(repo), str(bare), bare=True)
+    work = clone(bare, tmp_path / "master-work")
+    result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
+    assert result.exit_code == 0, result.stderr
+    assert "pushed master to origin" in result.stdout
+    assert tip(bare, "master").message.startswith("config set shop/checkout FLAG")
+
+
+def test_a_feature_branch_checked_out_does_not_change_where_writes_go(work: Path,
+                                                                       remote: Path) -> None:
+    repository = pygit2.Repository(str(work))
+    repository.branches.local.create("my-feature", repository.head.peel(pygit2.Commit))
+    repository.checkout("refs/heads/my-feature")
+    result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
+    assert result.exit_code == 0, result.stderr
+    assert "pushed main to origin" in result.stdout
+    assert "my-feature" not in refs(remote)
+
+
+def test_an_origin_that_does_not_exist_is_named(work: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "gone.git"
+    pygit2.Repository(str(work)).remotes.set_url("origin", str(missing))
+    result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
+    assert (result.exit_code, result.errors) == (
+        1, [f"error: cannot reach origin {missing}: no such repository"])
+
+
 def test_who_is_writing_must_be_known(work: Path, tmp_path: Path) -> None:
     levels = [pygit2.enums.ConfigLevel.GLOBAL, pygit2.enums.ConfigLevel.XDG,
               pygit2.enums.ConfigLevel.SYSTEM]

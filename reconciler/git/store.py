@@ -167,9 +167,23 @@ def author_signature(repository: pygit2.Repository) -> pygit2.Signature:
     return pygit2.Signature(name, email)
 
 
-def transact(path: Path, operation: Operation, *, branch: str = "main",
+def main_branch(repository: pygit2.Repository) -> str:
+    """The branch the state lives on: origin's default branch when the clone knows it
+    (``main``, ``master``...), else the one HEAD points to (in a bare clone, the remote's
+    default). A feature branch checked out locally does not change where writes go."""
+    remote_head = repository.references.get("refs/remotes/origin/HEAD")
+    if remote_head is not None and isinstance(remote_head.target, str):
+        return remote_head.target.removeprefix("refs/remotes/origin/")
+    if repository.head_is_detached:
+        raise ReconcilerError("HEAD is detached: check out the state repo's branch (e.g. "
+                              "git switch main); nothing was written")
+    return str(repository.references["HEAD"].target).removeprefix("refs/heads/")
+
+
+def transact(path: Path, operation: Operation, *, branch: str | None = None,
              target_branch: str | None = None, attempts: int = 8) -> Written | None:
-    """Run ``operation`` on the newest tip of ``branch`` and commit what it returns.
+    """Run ``operation`` on the newest tip of ``branch`` (default: HEAD's branch) and commit
+    what it returns.
 
     With an ``origin`` remote: fetch first, commit on the remote's tip, push; when the push
     is refused because the remote moved, fetch again and re-run the operation on the new
@@ -178,6 +192,7 @@ def transact(path: Path, operation: Operation, *, branch: str = "main",
     receives the commit; a different one is tool-owned and overwritten (pull requests).
     """
     repository = open_repository(path)
+    branch = branch or main_branch(repository)
     target = target_branch or branch
     remote = repository.remotes["origin"] if "origin" in [r.name for r in repository.remotes] \
         else None
@@ -214,6 +229,9 @@ def transact(path: Path, operation: Operation, *, branch: str = "main",
 
 
 def _fetch(remote: pygit2.Remote) -> None:
+    url = remote.url or ""
+    if _is_local(url) and not Path(url.removeprefix("file://")).exists():
+        raise ReconcilerError(f"cannot reach origin {url}: no such repository")
     try:
         remote.fetch()
     except pygit2.GitError as exc:
@@ -343,9 +361,16 @@ def _update_work_tree(repository: pygit2.Repository, branch: str, commit: pygit2
     return True
 
 
-def follow(path: Path, branch: str = "main") -> str:
-    """The newest commit of ``branch``: fetched from ``origin`` when the repo has one."""
+def _is_local(url: str) -> bool:
+    """An absolute path on disk rather than a URL (``https://``, ``ssh://``, ``host:path``)."""
+    return url.startswith(("file:///", "/"))
+
+
+def follow(path: Path, branch: str | None = None) -> str:
+    """The newest commit of ``branch`` (default: HEAD's branch): fetched from ``origin``
+    when the repo has one."""
     repository = open_repository(path)
+    branch = branch or main_branch(repository)
     if "origin" in [r.name for r in repository.remotes]:
         _fetch(repository.remotes["origin"])
         reference = repository.references.get(f"refs/remotes/origin/{branch}")
