@@ -304,7 +304,7 @@ def test_a_feature_branch_checked_out_does_not_change_where_writes_go(work: Path
     result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
     assert result.exit_code == 0, result.stderr
     assert "pushed main to origin" in result.stdout
-    assert "my-feature" not in refs(remote)
+    assert "refs/heads/my-feature" not in refs(remote)
 
 
 def test_an_origin_that_does_not_exist_is_named(work: Path, tmp_path: Path) -> None:
