@@ -17,10 +17,10 @@ from typing import Any, cast
 
 import jsonschema
 import jsonschema_rs
-from croniter import croniter
 from referencing import Registry, Resource
 
 from reconciler.errors import Problem
+from reconciler.load.cron import schedule_problem
 from reconciler.resources import data_dir
 from reconciler.yamlio import Document
 
@@ -38,20 +38,13 @@ KIND_SCHEMAS = {
     "ThirdPartyService": "third-party-service",
 }
 
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-
 format_checker = jsonschema.FormatChecker(formats=())
 
 
 @format_checker.checks("cron")
 def is_cron(value: object) -> bool:
-    """Kubernetes CronJob syntax: five fields or a macro, no seconds field."""
-    if not isinstance(value, str):
-        return True
-    text = value.strip()
-    if text in _CRON_MACROS:
-        return True
-    return len(text.split()) == 5 and bool(croniter.is_valid(text))
+    """Kubernetes CronJob syntax: five fields or a descriptor, no seconds field."""
+    return not isinstance(value, str) or schedule_problem(value) is None
 
 
 @format_checker.checks("date-time")
@@ -168,6 +161,8 @@ def _problem(document: Document, error: jsonschema.ValidationError, show_values:
         value = error.instance
         plain = not isinstance(value, dict | list) and error.validator not in ("not", "oneOf")
         message = f"{prefix}{value!r} {hint}" if plain else f"{prefix}{hint}"
+        if error.validator == "format" and error.validator_value == "cron":
+            message += f": {schedule_problem(str(value))}"
         return Problem(document.path, document.line_of(path), message)
     if error.validator == "const":
         message = f"{prefix}must be {error.validator_value!r}, not {error.instance!r}"
