@@ -26,7 +26,7 @@ from reconciler.load.loader import load_state
 from reconciler.load.readers import WorkTree
 from reconciler.reconcile import apply_environment
 
-from conftest import LiveEnv, controlplane_module, edit
+from conftest import LiveEnv, controlplane_module, edit, wait_for
 
 
 def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
@@ -55,6 +55,56 @@ def test_apply_creates_the_environment_and_it_becomes_available(live: LiveEnv,
     assert "reconciler" in managers
     assert kubernetes.client.BatchV1Api(api_client).read_namespaced_cron_job(
         "invoice-run", live.shop()).spec.schedule == "0 3 * * *"
+
+
+MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "monitors.observability.acme.example"},
+    "spec": {"group": "observability.acme.example", "scope": "Namespaced",
+             "names": {"plural": "monitors", "singular": "monitor", "kind": "Monitor"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                 "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                     "type": "object", "required": ["intervalSeconds"], "properties": {
+                         "intervalSeconds": {"type": "integer", "minimum": 1}}}}}}}]}}
+MONITOR_TEMPLATE = """\
+apiVersion: observability.acme.example/v1
+kind: Monitor
+metadata: {name: {{ component.name | tojson }}, namespace: {{ namespace | tojson }}}
+spec: {intervalSeconds: INTERVAL}
+"""
+
+
+@pytest.fixture
+def monitor_crd(api_client: ApiClient) -> str:
+    extensions = kubernetes.client.ApiextensionsV1Api(api_client)
+    try:
+        extensions.create_custom_resource_definition(MONITOR_CRD)
+    except kubernetes.client.exceptions.ApiException as exc:
+        assert exc.status == 409, exc.body
+    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in (
+        extensions.read_custom_resource_definition(MONITOR_CRD["metadata"]["name"])
+        .status.conditions or [])), "the CRD established")
+    return "monitors"
+
+
+def test_custom_resources_from_templates_are_applied_and_checked_by_their_crd(
+        live: LiveEnv, api_client: ApiClient, monitor_crd: str) -> None:
+    template = live.repo / "templates/service/monitor.yaml.j2"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.write_text(MONITOR_TEMPLATE.replace("INTERVAL", "30"))
+    result = live.apply()
+    assert result.exit_code == 0, result.stdout + result.stderr
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    monitor = custom.get_namespaced_custom_object("observability.acme.example", "v1",
+                                                  live.shop(), monitor_crd, "checkout")
+    assert monitor["spec"] == {"intervalSeconds": 30}
+    template.write_text(MONITOR_TEMPLATE.replace("INTERVAL", "0"))
+    refused = live.apply()
+    assert refused.exit_code == 1
+    assert "spec.intervalSeconds: Invalid value: 0" in refused.stdout + refused.stderr
+    monitor = custom.get_namespaced_custom_object("observability.acme.example", "v1",
+                                                  live.shop(), monitor_crd, "checkout")
+    assert monitor["spec"] == {"intervalSeconds": 30}, "nothing was written"
 
 
 def test_a_second_apply_makes_no_writes(live: LiveEnv, api_client: ApiClient) -> None:

@@ -324,6 +324,35 @@ spec: {minAvailable: 1, selector: {matchLabels: {{ selector | tojson }}}}
     assert find(found, "PodDisruptionBudget", "checkout")
 
 
+SERVICE_MONITOR = """\
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: {{ component.name | tojson }}, namespace: {{ namespace | tojson }}}
+spec: {selector: {matchLabels: {{ selector | tojson }}}, endpoints: [{port: http}]}
+"""
+
+
+def test_organisation_templates_can_add_custom_resources(repo: Path, run: Run) -> None:
+    write(repo, "templates/service/monitor.yaml.j2", SERVICE_MONITOR, header=False)
+    found = objects(run, "--env", "production", "--project", "shop")
+    monitor = find(found, "ServiceMonitor", "checkout")
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "reconciler"
+    write(repo, "templates/service/monitor.yaml.j2",
+          SERVICE_MONITOR.replace("kind: ServiceMonitor", "kind: serviceMonitor"), header=False)
+    assert any("is not valid Kubernetes: kind: 'serviceMonitor' is not a kind name" in e
+               for e in run("render", "--env", "production").errors)
+
+
+def test_a_misspelt_builtin_kind_is_still_refused(repo: Path, run: Run) -> None:
+    write(repo, "templates/service/pdb.yaml.j2", """\
+apiVersion: policy/v1
+kind: PodDisruptionBugdet
+metadata: {name: {{ component.name | tojson }}, namespace: {{ namespace | tojson }}}
+""", header=False)
+    assert any("unknown kind PodDisruptionBugdet in policy/v1 (Kubernetes 1.36)" in e
+               for e in run("render", "--env", "production").errors)
+
+
 def test_a_template_change_is_a_new_release(repo: Path, run: Run) -> None:
     args = ("--env", "production", "--project", "identity", "--component", "auth")
     before = find(objects(run, *args), "Deployment", "auth")["metadata"]["annotations"]

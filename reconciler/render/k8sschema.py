@@ -1,5 +1,10 @@
 """Validate rendered objects against the Kubernetes OpenAPI schemas.
 
+Kinds of the built-in API groups are checked against their schema (a typo in a kind or a
+field is an error). Kinds of other groups (custom resources such as a ServiceMonitor or an
+HTTPRoute from organisation templates) are checked structurally here; the API server
+checks them against their CRD's schema in apply's dry-run.
+
 The schemas are the strict JSON Schema conversion that the maintained
 ``kubernetes-validate`` package ships for each Kubernetes release; this module caches
 one compiled validator per kind, which that package's own entry point does not.
@@ -46,10 +51,29 @@ def _fast_registry() -> Any:
     return jsonschema_rs.Registry([(_BASE + _DEFINITIONS, _definitions())])
 
 
+def _group_version(api_version: str) -> str:
+    return re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+
+
+@cache
+def _known_group_versions() -> frozenset[str]:
+    """The API group versions the bundled schemas cover (``apps-v1``, ``v1``...)."""
+    return frozenset(entry.name.removesuffix(".json").split("-", 1)[1]
+                     for entry in _folder().iterdir()
+                     if entry.name.endswith(".json") and "-" in entry.name)
+
+
+def _builtin(api_version: str) -> bool:
+    """A group version of Kubernetes itself (``v1``, ``apps/v1``, ``networking.k8s.io/v1``),
+    not of a custom resource (``monitoring.coreos.com/v1``, ``networking.istio.io/v1``)."""
+    group = api_version.rpartition("/")[0]
+    official = "." not in group or group.endswith(".k8s.io")
+    return official and _group_version(api_version) in _known_group_versions()
+
+
 @cache
 def _schema(api_version: str, kind: str) -> Any:
-    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    schema_file = _folder() / f"{kind.lower()}-{group_version}.json"
+    schema_file = _folder() / f"{kind.lower()}-{_group_version(api_version)}.json"
     return json.loads(schema_file.read_text()) if schema_file.is_file() else None
 
 
@@ -74,6 +98,8 @@ def problems(obj: dict[str, Any]) -> list[str]:
         return ["apiVersion and kind must be strings"]
     fast = _fast_validator(api_version, kind)
     if fast is None:
+        if not _builtin(api_version):
+            return _structural_problems(obj)
         return [f"unknown kind {kind} in {api_version} (Kubernetes {KUBERNETES_VERSION})"]
     if fast.is_valid(obj):
         return []
@@ -82,3 +108,23 @@ def problems(obj: dict[str, Any]) -> list[str]:
         where = ".".join(str(p) for p in error.absolute_path) or "(object)"
         found.append(f"{where}: {error.message}")
     return sorted(found)
+
+
+_API_VERSION = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/v[0-9]+((alpha|beta)[0-9]+)?")
+_KIND = re.compile(r"[A-Z][A-Za-z0-9]*")
+
+
+def _structural_problems(obj: dict[str, Any]) -> list[str]:
+    """What any Kubernetes object must be, for kinds whose schema only the cluster has."""
+    found = []
+    if not _API_VERSION.fullmatch(str(obj["apiVersion"])):
+        found.append(f"apiVersion: {obj['apiVersion']!r} is not GROUP/VERSION")
+    if not _KIND.fullmatch(str(obj["kind"])):
+        found.append(f"kind: {obj['kind']!r} is not a kind name")
+    metadata = obj.get("metadata")
+    for field in ("labels", "annotations"):
+        values = metadata.get(field) if isinstance(metadata, dict) else None
+        if values is not None and not (isinstance(values, dict) and all(
+                isinstance(v, str) for v in values.values())):
+            found.append(f"metadata.{field}: must map names to strings")
+    return found
