@@ -135,7 +135,8 @@ def work(remote: Path, tmp_path: Path) -> Path:
 
 
 def cli_in(path: Path, *args: str) -> Result:
-    result = CliRunner(env=IDENTITY).invoke(cli, ["--repo", str(path), *args])
+    result = CliRunner(env=IDENTITY).invoke(cli, ["--repo", str(path), *args],
+                                            catch_exceptions=False)
     return Result(result.exit_code, result.stdout, result.stderr)
 
 

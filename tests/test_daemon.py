@@ -1,15 +1,22 @@
 """`reconciler run` keeps a cluster in step with the state repo: it applies on start, applies a
-new commit when the webhook fires, heals drift, records status, serves probes and metrics,
-elects one leader among replicas, and stops cleanly on SIGTERM."""
+new commit when the webhook fires (or, for a local repo, when its refs change), heals drift,
+records status, serves probes and metrics, elects one leader among replicas, backs off on
+errors and stops cleanly on SIGTERM.
+
+Every daemon here waits an hour between passes unless the test is about the interval, so a
+change picked up in time can only have come from the trigger under test. Each test has its
+own environment (so its own namespaces and status) and its own Lease."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,34 +35,73 @@ from reconciler.reconcile import SYSTEM_NAMESPACE
 
 from conftest import LiveEnv, clone, commit_all, commit_and_push, edit, wait_for
 
+HOUR = 3600.0
+
 
 def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
     """The daemon's age keys: the one the example's development secrets are encrypted to."""
     return lambda: sops.identities(live.age_key)
 
 
-def start(live: LiveEnv, api_client: ApiClient, identity: str, interval: float = 60,
-          cluster: str = "nonprod-eu") -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(live.repo, cluster, KubeClient(api_client), keys_of(live), interval=interval,
-                    identity=identity, wait_timeout=60)
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    return daemon, thread
+class Running:
+    """A daemon on its own thread, with its HTTP endpoints, as an operator sees it."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.server = daemon.serve("127.0.0.1:0")
+        self.thread = threading.Thread(target=daemon.run, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path)) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples on /metrics (0 if absent)."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name) and line[len(name)] in "{ ":
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def hook(self) -> int:
+        request = urllib.request.Request(self.url("/hooks/git"), data=b"{}", method="POST")
+        with urllib.request.urlopen(request) as response:
+            return int(response.status)
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(timeout=30)
+        self.server.shutdown()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Running]]:
+    running: list[Running] = []
+
+    def start(repo: Path, live: LiveEnv, api_client: ApiClient, interval: float = HOUR,
+              identity: str = "replica") -> Running:
+        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), keys_of(live),
+                        interval=interval, identity=identity, wait_timeout=60,
+                        lease_name=f"lease-{live.name}")
+        running.append(Running(daemon))
+        return running[-1]
+
+    yield start
+    for each in running:
+        each.stop()
 
 
 @pytest.fixture
 def committed(live: LiveEnv) -> LiveEnv:
     commit_all(live.repo, "rename development for this test")
     return live
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[tuple[Daemon, threading.Thread]]]:
-    running: list[tuple[Daemon, threading.Thread]] = []
-    yield running
-    for daemon, thread in running:
-        daemon.stop()
-        thread.join(timeout=30)
 
 
 def status_of(api: ApiClient, environment: str) -> dict[str, str]:
@@ -66,126 +112,145 @@ def status_of(api: ApiClient, environment: str) -> dict[str, str]:
         return {}
 
 
-def test_the_daemon_applies_new_commits_when_the_webhook_fires(
-        committed: LiveEnv, api_client: ApiClient, daemons: list[Any]) -> None:
-    daemon, thread = start(committed, api_client, "replica-a")
-    daemons.append((daemon, thread))
-    server = daemon.serve("127.0.0.1:0")
-    port = server.server_address[1]
-    first = commit_of(committed.repo)
-    wait_for(lambda: status_of(api_client, committed.name).get("commit") == first,
-             "the first commit applied", timeout=120)
-    assert status_of(api_client, committed.name)["health"] == "Healthy"
-    apps = kubernetes.client.AppsV1Api(api_client)
-    assert apps.read_namespaced_deployment("checkout", committed.shop()).status.available_replicas
-    edit(committed.repo, "projects/shop/components/catalog/component.yaml",
-         "resources: {cpu: 100m", "replicas: 2\nresources: {cpu: 100m")
-    second = commit_all(committed.repo, "scale catalog")
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=b"{}",
-                                     method="POST")
-    assert urllib.request.urlopen(request).status == 202
-    wait_for(lambda: status_of(api_client, committed.name).get("commit") == second,
-             "the new commit applied", timeout=60)
-    assert apps.read_namespaced_deployment("catalog", committed.shop()).spec.replicas == 2
-    for path, expected in (("/healthz", 200), ("/readyz", 200)):
-        assert urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").status == expected
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    commit_metric = (f'reconciler_last_applied_commit_info{{commit="{second}",'
-                     f'environment="{committed.name}"}} 1.0')
-    assert commit_metric in metrics
-    assert "reconciler_reconcile_total" in metrics and "reconciler_leader 1.0" in metrics
-    server.shutdown()
-
-
 def commit_of(repo: Path) -> str:
     return str(pygit2.Repository(str(repo)).head.target)
 
 
+def applied(api_client: ApiClient, live: LiveEnv, commit: str, what: str,
+            timeout: float = 120) -> None:
+    wait_for(lambda: status_of(api_client, live.name).get("commit") == commit, what,
+             timeout=timeout)
+
+
+def scale_catalog(repo: Path, replicas: int) -> None:
+    edit(repo, "projects/shop/components/catalog/component.yaml",
+         "resources: {cpu: 100m", f"replicas: {replicas}\nresources: {{cpu: 100m")
+
+
+def remote_and_follower(live: LiveEnv, tmp_path: Path) -> tuple[Path, Path]:
+    remote = tmp_path / "remote.git"
+    pygit2.clone_repository(str(live.repo), str(remote), bare=True)
+    follower = tmp_path / "follower.git"
+    clone_bare(str(remote), follower)
+    return remote, follower
+
+
+def test_the_webhook_makes_the_daemon_fetch_and_apply_at_once(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running],
+        tmp_path: Path) -> None:
+    remote, follower = remote_and_follower(committed, tmp_path)
+    running = daemons(follower, committed, api_client)
+    applied(api_client, committed, commit_of(committed.repo), "the first commit applied")
+    assert status_of(api_client, committed.name)["health"] == "Healthy"
+    writer = clone(remote, tmp_path / "writer")
+    scale_catalog(writer, 3)
+    commit_and_push(writer, "scale catalog from elsewhere")
+    assert running.hook() == 202
+    applied(api_client, committed, commit_of(writer), "the pushed commit fetched and applied",
+            timeout=60)
+    assert kubernetes.client.AppsV1Api(api_client).read_namespaced_deployment(
+        "catalog", committed.shop()).spec.replicas == 3
+    assert running.get("/healthz")[0] == running.get("/readyz")[0] == 200
+    metrics = running.get("/metrics")[1]
+    assert (f'reconciler_last_applied_commit_info{{commit="{commit_of(writer)}",'
+            f'environment="{committed.name}"}} 1.0') in metrics
+    assert running.metric("reconciler_reconcile_total") >= 2
+    assert running.metric("reconciler_leader") == 1
+
+
+def test_a_local_repo_is_applied_when_its_refs_change(committed: LiveEnv, api_client: ApiClient,
+                                                      daemons: Callable[..., Running]) -> None:
+    daemons(committed.repo, committed, api_client)
+    applied(api_client, committed, commit_of(committed.repo), "the first commit applied")
+    scale_catalog(committed.repo, 2)
+    second = commit_all(committed.repo, "scale catalog")
+    applied(api_client, committed, second, "the new commit applied", timeout=60)
+    assert kubernetes.client.AppsV1Api(api_client).read_namespaced_deployment(
+        "catalog", committed.shop()).spec.replicas == 2
+
+
 def test_the_daemon_heals_drift_every_interval(committed: LiveEnv, api_client: ApiClient,
-                                               daemons: list[Any]) -> None:
-    daemon, thread = start(committed, api_client, "healer", interval=2)
-    daemons.append((daemon, thread))
-    wait_for(lambda: status_of(api_client, committed.name).get("commit") == commit_of(
-        committed.repo), "the first apply", timeout=120)
+                                               daemons: Callable[..., Running]) -> None:
+    running = daemons(committed.repo, committed, api_client, interval=2)
+    applied(api_client, committed, commit_of(committed.repo), "the first apply")
     apps = kubernetes.client.AppsV1Api(api_client)
     apps.patch_namespaced_deployment("catalog", committed.shop(), {"spec": {"replicas": 4}},
                                      field_manager="kubectl-edit")
     wait_for(lambda: apps.read_namespaced_deployment("catalog", committed.shop()).spec.replicas
              == 1, "drift healed", timeout=60)
-    assert daemon.metrics.drifted.labels(committed.name)._value.get() >= 1
+    wait_for(lambda: running.metric("reconciler_objects_drifted_total") >= 1,
+             "the healed drift counted on /metrics")
 
 
-def test_two_replicas_elect_one_leader(committed: LiveEnv, api_client: ApiClient,
-                                       daemons: list[Any]) -> None:
-    first = start(committed, api_client, "replica-1", cluster="nonprod-eu")
-    second = start(committed, api_client, "replica-2", cluster="nonprod-eu")
-    daemons.extend([first, second])
-    wait_for(lambda: first[0].ready.is_set() and second[0].ready.is_set(), "both running")
-    time.sleep(3)
-    leaders = [d for d, _ in (first, second) if d.is_leader]
-    assert len(leaders) == 1
-    lease = kubernetes.client.CoordinationV1Api(api_client).read_namespaced_lease(
-        "reconciler-nonprod-eu", SYSTEM_NAMESPACE)
-    assert lease.spec.holder_identity == leaders[0].identity
-    standby = next(d for d, _ in (first, second) if not d.is_leader)
-    assert not standby.applied, "the standby never applies"
-    leaders[0].stop()
-    wait_for(lambda: standby.is_leader, "the standby takes over", timeout=30)
+def test_two_replicas_elect_one_leader_and_the_standby_takes_over(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
+    first = daemons(committed.repo, committed, api_client, identity="replica-1")
+    second = daemons(committed.repo, committed, api_client, identity="replica-2")
+    coordination = kubernetes.client.CoordinationV1Api(api_client)
+
+    def holder() -> str:
+        try:
+            return str(coordination.read_namespaced_lease(
+                f"lease-{committed.name}", SYSTEM_NAMESPACE).spec.holder_identity or "")
+        except kubernetes.client.ApiException:
+            return ""
+
+    wait_for(lambda: holder() in ("replica-1", "replica-2"), "a leader")
+    leader, standby = (first, second) if holder() == "replica-1" else (second, first)
+    applied(api_client, committed, commit_of(committed.repo), "the leader applied")
+    assert leader.metric("reconciler_leader") == 1
+    assert standby.metric("reconciler_leader") == 0
+    assert standby.metric("reconciler_reconcile_total") == 0, "the standby never applies"
+    leader.stop()
+    wait_for(lambda: holder() == standby.daemon.identity, "the standby takes over", timeout=30)
+    wait_for(lambda: standby.metric("reconciler_reconcile_total") >= 1,
+             "the new leader reconciles", timeout=60)
 
 
-def test_run_stops_cleanly_on_sigterm(committed: LiveEnv, tmp_path: Path) -> None:
+def test_the_daemon_backs_off_exponentially_on_errors(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running],
+        caplog: pytest.LogCaptureFixture) -> None:
+    edit(committed.repo, "clusters/prod-eu.yaml", "name: prod-eu", "name: Broken")
+    commit_all(committed.repo, "break the state")
+    with caplog.at_level(logging.ERROR, logger="reconciler.daemon"):
+        running = daemons(committed.repo, committed, api_client)
+        wait_for(lambda: len([r for r in caplog.records if hasattr(r, "retry_in")]) >= 3,
+                 "three failed passes", timeout=60)
+    delays = [r.retry_in for r in caplog.records if hasattr(r, "retry_in")][:3]
+    assert delays == [2.0, 4.0, 8.0]
+    status, body = running.get("/readyz")
+    assert (status, body) == (503, "not ready\n")
+    assert running.metric("reconciler_reconcile_total") == 0
+    assert status_of(api_client, committed.name) == {}, "nothing was applied"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_run_stops_cleanly_on_sigterm(committed: LiveEnv) -> None:
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "--repo", str(committed.repo), "run",
-         "--cluster", "nonprod-eu", "--listen", "127.0.0.1:0", "--interval", "1",
+         "--cluster", "nonprod-eu", "--listen", f"127.0.0.1:{port}", "--interval", "1",
          "--kubeconfig", str(committed.kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x",
              "SOPS_AGE_KEY_FILE": str(committed.age_key)})
-    time.sleep(5)
-    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+
+    def healthy() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+                return int(response.status) == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, "the daemon serving /healthz")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     lines = [line for line in err.splitlines() if line.startswith("{")]
     assert any('"message": "stopped"' in line for line in lines), err
-
-
-def test_the_daemon_backs_off_exponentially_on_errors(committed: LiveEnv,
-                                                       api_client: ApiClient) -> None:
-    edit(committed.repo, "clusters/prod-eu.yaml", "name: prod-eu", "name: Broken")
-    commit_all(committed.repo, "break the state")
-    daemon = Daemon(committed.repo, "nonprod-eu", KubeClient(api_client), keys_of(committed),
-                    interval=60, lease_name=f"backoff-{committed.name}")
-    delays = [daemon.step() for _ in range(4)]
-    assert delays == [2.0, 4.0, 8.0, 16.0]
-    assert daemon.failures == 4 and not daemon.applied
-
-
-def test_the_daemon_follows_a_remote(committed: LiveEnv, api_client: ApiClient,
-                                     daemons: list[Any], tmp_path: Path) -> None:
-    remote = tmp_path / "remote.git"
-    pygit2.clone_repository(str(committed.repo), str(remote), bare=True)
-    follower = tmp_path / "follower.git"
-    clone_bare(str(remote), follower)
-    daemon = Daemon(follower, "nonprod-eu", KubeClient(api_client), keys_of(committed), interval=60,
-                    lease_name=f"remote-{committed.name}")
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    daemons.append((daemon, thread))
-    first = commit_of(committed.repo)
-    wait_for(lambda: status_of(api_client, committed.name).get("commit") == first,
-             "the first commit applied", timeout=120)
-    writer = clone(remote, tmp_path / "writer")
-    edit(writer, "projects/shop/components/catalog/component.yaml",
-         "resources: {cpu: 100m", "replicas: 3\nresources: {cpu: 100m")
-    commit_and_push(writer, "scale catalog from elsewhere")
-    pushed = commit_of(writer)
-    server = daemon.serve("127.0.0.1:0")
-    request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/hooks/git",
-                                     data=b"{}", method="POST")
-    assert urllib.request.urlopen(request).status == 202
-    wait_for(lambda: status_of(api_client, committed.name).get("commit") == pushed,
-             "the pushed commit fetched and applied", timeout=60)
-    assert kubernetes.client.AppsV1Api(api_client).read_namespaced_deployment(
-        "catalog", committed.shop()).spec.replicas == 3
-    server.shutdown()

@@ -111,6 +111,9 @@ class Daemon:
     def run(self) -> None:
         ensure_system_namespace(self.client)
         observer = self._watch_local_repo()
+        leadership = threading.Thread(target=self.election.run,
+                                      args=(self.stopping, self._leadership_changed), daemon=True)
+        leadership.start()
         log.info("started", extra={"cluster": self.cluster, "identity": self.identity})
         try:
             while not self.stopping.is_set():
@@ -120,27 +123,32 @@ class Daemon:
         finally:
             if observer is not None:
                 observer.stop()
-            if self.is_leader:
-                self.election.release()
+            self.stopping.set()
+            leadership.join(timeout=self.election.duration)
             log.info("stopped", extra={"cluster": self.cluster})
 
     def stop(self) -> None:
         self.stopping.set()
         self.trigger.set()
 
+    def _leadership_changed(self, leading: bool) -> None:
+        """Called by the election's own thread: a new leader reconciles at once."""
+        self.is_leader = leading
+        self.metrics.leader.set(1 if leading else 0)
+        log.info("leading" if leading else "standing by", extra={"cluster": self.cluster})
+        self.ready.set()
+        self.trigger.set()
+
     def step(self) -> float:
-        """One pass; returns how long to wait before the next one."""
+        """One pass if this replica leads; returns how long to wait before the next one."""
+        if not self.is_leader:
+            return self.interval
         try:
-            self.is_leader = self.election.try_acquire_or_renew()
-            self.metrics.leader.set(1 if self.is_leader else 0)
-            if not self.is_leader:
-                self.ready.set()
-                return min(self.interval, self.election.duration / 3)
             commit = follow(self.repo)
             self.reconcile(commit)
             self.failures = 0
             self.ready.set()
-            return min(self.interval, self.election.duration / 3)
+            return self.interval
         except ReconcilerError as exc:
             self.failures += 1
             delay = min(MAX_BACKOFF, 2.0 ** self.failures)
@@ -168,9 +176,9 @@ class Daemon:
             self._observe(environment, commit, result, new_commit, time.monotonic() - started)
 
     def _superseded(self, commit: str) -> bool:
-        """Stop waiting for ``commit``'s health: stopping, or a newer commit arrived (a
-        trigger alone may be the webhook or watchdog of this very commit)."""
-        if self.stopping.is_set():
+        """Stop waiting for ``commit``'s health: stopping, leadership lost, or a newer commit
+        arrived (a trigger alone may be the webhook or watchdog of this very commit)."""
+        if self.stopping.is_set() or not self.is_leader:
             return True
         if not self.trigger.is_set():
             return False

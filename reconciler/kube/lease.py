@@ -1,13 +1,18 @@
 """Leader election with a coordination.k8s.io Lease, so replicas never apply at once.
 
-The holder renews the Lease well within its duration; anyone may take it over once it has
-not been renewed for a whole duration. Every write carries the resourceVersion read, so two
-candidates racing for an expired Lease cannot both win.
+As client-go does it: the holder renews the Lease on its own clock (every third of its
+duration), whatever else it is doing; a candidate takes it over only once it has seen the
+same record, unchanged, for a whole duration, measured on its own monotonic clock, so clock
+skew between nodes cannot cause two leaders. Every write carries the resourceVersion read,
+so two candidates racing for an expired Lease cannot both win.
 """
 
 from __future__ import annotations
 
 import datetime
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.kube.client import KubeClient, KubeError
@@ -37,6 +42,30 @@ class LeaderElection:
         self.ref = ObjectRef(API_VERSION, "Lease", namespace, name)
         self.identity = identity
         self.duration = duration_seconds
+        self._observed: tuple[Any, ...] = ()
+        self._observed_at = 0.0
+
+    def run(self, stopping: threading.Event, changed: Callable[[bool], None]) -> None:
+        """Acquire and renew every third of the duration until ``stopping``; ``changed`` is
+        called with the new state whenever leadership is gained or lost."""
+        leading = False
+        last_renewal = 0.0
+        while not stopping.is_set():
+            try:
+                now_leading = self.try_acquire_or_renew()
+                if now_leading:
+                    last_renewal = time.monotonic()
+            except KubeError:
+                # An unreachable API server: keep leading only while the Lease we hold
+                # cannot have expired for anyone else.
+                now_leading = leading and time.monotonic() - last_renewal < self.duration * 2 / 3
+            if now_leading != leading:
+                leading = now_leading
+                changed(leading)
+            stopping.wait(self.duration / 3)
+        if leading:
+            self.release()
+            changed(False)
 
     def try_acquire_or_renew(self) -> bool:
         """True while this candidate holds the Lease (acquired or renewed now)."""
@@ -45,12 +74,13 @@ class LeaderElection:
             live = self.client.get(self.ref)
             if live is None:
                 self.client.create(self._lease(now, now, transitions=0))
+                self._observe(("created", self.identity))
                 return True
             spec: dict[str, Any] = live.get("spec") or {}
             holder = spec.get("holderIdentity")
-            renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+            self._observe((holder, spec.get("renewTime"), spec.get("acquireTime")))
             duration = int(spec.get("leaseDurationSeconds") or self.duration)
-            expired = renewed is None or now > renewed + datetime.timedelta(seconds=duration)
+            expired = not holder or time.monotonic() - self._observed_at > duration
             if holder != self.identity and not expired:
                 return False
             acquired = (now if holder != self.identity
@@ -59,11 +89,19 @@ class LeaderElection:
             lease = self._lease(acquired, now, transitions)
             lease["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
             self.client.replace(lease)
+            spec = lease["spec"]
+            self._observe((self.identity, spec["renewTime"], spec["acquireTime"]))
             return True
         except KubeError as exc:
             if exc.status == 409:
                 return False
             raise
+
+    def _observe(self, record: tuple[Any, ...]) -> None:
+        """Expiry is timed from when this replica last saw the record change."""
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = time.monotonic()
 
     def release(self) -> None:
         """Give the Lease up at shutdown so a standby takes over at once."""
