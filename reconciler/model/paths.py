@@ -58,6 +58,10 @@ def is_free_file(path: str) -> bool:
     return bool(_COMPONENT_FOLDER_FILE.match(path)) or path.endswith((".md", "/.gitkeep"))
 
 
+def cluster_path(cluster: str) -> str:
+    return f"clusters/{cluster}.yaml"
+
+
 def pipeline_path(pipeline: str) -> str:
     return f"pipelines/{pipeline}.yaml"
 

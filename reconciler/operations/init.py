@@ -10,7 +10,13 @@ from pathlib import Path
 from reconciler.errors import ReconcilerError
 from reconciler.git.store import init_with_files
 from reconciler.model import trailers
-from reconciler.model.paths import secret_path
+from reconciler.model.paths import (
+    ORGANIZATION_FILE,
+    cluster_path,
+    environment_path,
+    pipeline_path,
+    secret_path,
+)
 from reconciler.resources import data_dir
 from reconciler.sops import encrypt, new_key
 from reconciler.yamlio import dump_manifests
@@ -19,7 +25,7 @@ _DEMO_ENVIRONMENT = "development"
 _DEMO_SECRETS = {("shop", "checkout"): {"PAYMENT_API_KEY": "demo-payment-key-not-for-production"}}
 
 _SKELETON = {
-    "organization.yaml": """\
+    ORGANIZATION_FILE: """\
 apiVersion: reconciler/v1
 kind: Organization
 name: {name}
@@ -29,12 +35,12 @@ groups:
     roles: [admin, platform-engineer]
     members: ["@{name}/platform"]
 """,
-    "clusters/local.yaml": """\
+    cluster_path("local"): """\
 apiVersion: reconciler/v1
 kind: Cluster
 name: local
 """,
-    "pipelines/standard.yaml": """\
+    pipeline_path("standard"): """\
 apiVersion: reconciler/v1
 kind: Pipeline
 name: standard
@@ -42,7 +48,7 @@ stages:
   - environment: development
     promotion: auto
 """,
-    "environments/development/environment.yaml": """\
+    environment_path(_DEMO_ENVIRONMENT): """\
 apiVersion: reconciler/v1
 kind: Environment
 name: development
@@ -96,7 +102,7 @@ def _demo_secrets(path: Path, key_file: Path) -> None:
     """Encrypt the example's secrets to a new age key, listed as the development
     environment's recipient, and keep the private key in ``key_file``."""
     identity, recipient = new_key()
-    environment = path / "environments" / _DEMO_ENVIRONMENT / "environment.yaml"
+    environment = path / environment_path(_DEMO_ENVIRONMENT)
     environment.write_text(environment.read_text() + f"secretRecipients: [{recipient}]\n")
     for (project, component), values in _DEMO_SECRETS.items():
         for key, value in values.items():

@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler.errors import InvalidState, Problem
 from reconciler.model.kinds import KIND_ORDER, Cluster, Secrets, State
-from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, file_key, service_name
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, file_key, namespace_name, service_name
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
 from reconciler.resolve import DesiredRelease, resolve_environment
@@ -109,7 +109,7 @@ class _Renderer:
         self.problems: list[Problem] = []
 
     def namespace(self, environment: str, project: str) -> list[Object]:
-        namespace = f"{project}-{environment}"
+        namespace = namespace_name(project, environment)
         labels = self._labels(environment, project, project)
         context = self._base_context(environment, project, namespace, labels)
         return self._render_folder("namespace", context, namespace, labels, {})
