@@ -79,10 +79,15 @@ def promote_command(ctx: click.Context, component: str, environment: str, branch
 @click.option("--env", "environment", required=True)
 @click.option("--to", "to", metavar="RELEASE", help="A source commit or image digest (prefix) "
               "released there before (default: the previous one).")
+@click.option("--branch", is_flag=True, help="Commit on rollback/<project>/<component>/<env> "
+              "and push that branch for a pull request instead of main (required where the "
+              "stage requiresPullRequest).")
 @click.pass_context
 def rollback_command(ctx: click.Context, component: str, environment: str,
-                     to: str | None) -> None:
+                     to: str | None, branch: bool) -> None:
     """Release again a build that Git history shows ran in ENV before (a new commit)."""
     project, name = split_ref(component)
     history = release_history(ctx.obj["repo"], environment, project, name, revision_of(ctx))
-    write(ctx, releases.rollback(component, environment, history, to))
+    target = releases.promotion_branch(component, environment, "rollback") if branch else None
+    write(ctx, releases.rollback(component, environment, history, to, branch),
+          target_branch=target)

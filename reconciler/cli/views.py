@@ -86,23 +86,32 @@ def history_command(ctx: click.Context, component: str | None, environment: str 
 
 
 @cli.command("audit")
-@click.option("--env", "environment", help="Only releases into this environment.")
+@click.option("--env", "environment", help="Only findings about this environment.")
+@click.option("--since", metavar="REV", help="Start the proof at this trusted commit (e.g. "
+              "where the repo adopted the tool) instead of the first one.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list hand edits, as notices.")
 @output_option
 @click.pass_context
-def audit_command(ctx: click.Context, environment: str | None) -> None:
-    """Prove build-once-promote over the whole history; exit 1 on any violation.
+def audit_command(ctx: click.Context, environment: str | None, since: str | None,
+                  verbose: bool) -> None:
+    """Prove build-once-promote from the files, commit by commit along the branch's
+    first-parent line; exit 1 on any violation.
 
-    Every digest ever released to an environment must be a registered build and must have
-    been released in each earlier stage of its pipeline first; changes under environments/
-    or builds/ made without the tool are reported with their commit and path.
+    Every digest released to an environment must be a registered build with that digest,
+    released in each earlier stage of its pipeline first, and into a stage that requires a
+    pull request, merged from one. Build records must never change. A commit of the tool must
+    change only what its trailers say. Merges, squashes and rebases of pull requests and
+    careful hand edits pass; trailers attribute, they don't grant trust.
     """
-    findings = audit(ctx.obj["repo"], environment, revision_of(ctx))
+    found = audit(ctx.obj["repo"], environment, revision_of(ctx), since, verbose)
+    findings = [f for f in found if not f.notice]
     if output_of(ctx) in ("json", "yaml"):
         print_data(output_of(ctx), {"ok": not findings,
-                                    "findings": [f.as_dict() for f in findings]})
-    for finding in findings:
-        click.echo(f"error: {finding.path}:1: commit {finding.commit[:12]}: {finding.message}",
-                   err=True)
+                                    "findings": [f.as_dict() for f in found]})
+    for finding in found:
+        level = "notice" if finding.notice else "error"
+        click.echo(f"{level}: {finding.path}:1: commit {finding.commit[:12]}: "
+                   f"{finding.message}", err=True)
     if findings:
         ctx.exit(1)
     if output_of(ctx) not in ("json", "yaml"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.errors import ReconcilerError
 from reconciler.git.store import open_repository, resolve_commit
 
 
@@ -21,6 +22,17 @@ class CommitInfo:
     subject: str
     trailers: Mapping[str, str]
     parents: tuple[str, ...]
+    committer: str = ""
+    message: str = ""
+
+
+def _info(commit: pygit2.Commit) -> CommitInfo:
+    moment = datetime.datetime.fromtimestamp(commit.commit_time, datetime.UTC)
+    return CommitInfo(
+        id=str(commit.id), time=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        author=commit.author.name, subject=commit.message.split("\n", 1)[0],
+        trailers=commit.message_trailers, parents=tuple(str(p) for p in commit.parent_ids),
+        committer=commit.committer.name, message=commit.message)
 
 
 class Repository:
@@ -39,12 +51,50 @@ class Repository:
         if not newest_first:
             order |= pygit2.enums.SortMode.REVERSE
         for commit in self.repository.walk(self._commit(revision).id, order):
-            moment = datetime.datetime.fromtimestamp(commit.commit_time, datetime.UTC)
-            yield CommitInfo(
-                id=str(commit.id), time=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                author=commit.author.name, subject=commit.message.split("\n", 1)[0],
-                trailers=commit.message_trailers,
-                parents=tuple(str(p) for p in commit.parent_ids))
+            yield _info(commit)
+
+    def first_parents(self, revision: str, since: str | None = None) -> list[CommitInfo]:
+        """The first-parent line of ``revision``, oldest first: the order changes reached
+        the branch. With ``since``, it starts there (``since`` must be on the line)."""
+        if self.repository.head_is_unborn and revision == "HEAD":
+            return []
+        stop = str(self._commit(since).id) if since else None
+        line = []
+        commit: pygit2.Commit | None = self._commit(revision)
+        while commit is not None:
+            line.append(_info(commit))
+            if str(commit.id) == stop:
+                break
+            commit = commit.parents[0] if commit.parents else None
+        else:
+            if stop is not None:
+                raise ReconcilerError(f"{since} is not on the first-parent line of {revision}")
+        return line[::-1]
+
+    def info(self, revision: str) -> CommitInfo:
+        return _info(self._commit(revision))
+
+    def changed(self, old: str | None, new: str) -> list[tuple[str, str]]:
+        """(path, "added" | "modified" | "deleted") for every file that differs from commit
+        ``old`` (None: the empty tree) to commit ``new``."""
+        new_tree = self._commit(new).tree
+        diff = (self._commit(old).tree.diff_to_tree(new_tree) if old is not None
+                else new_tree.diff_to_tree(swap=True))
+        found = []
+        for delta in diff.deltas:
+            status = delta.status
+            if status == pygit2.enums.DeltaStatus.ADDED:
+                found.append((delta.new_file.path, "added"))
+            elif status == pygit2.enums.DeltaStatus.DELETED:
+                found.append((delta.old_file.path, "deleted"))
+            else:
+                found.append((delta.new_file.path, "modified"))
+        return found
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return bool(self.repository.descendant_of(self._commit(descendant).id,
+                                                  self._commit(ancestor).id)) or (
+            str(self._commit(ancestor).id) == str(self._commit(descendant).id))
 
     def blob_id_at(self, commit: str, path: str) -> pygit2.Oid | None:
         return _blob_id(self._commit(commit).tree, path)

@@ -14,7 +14,7 @@ from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.git.store import GitTree, Write
 from reconciler.load.loader import load_state
 from reconciler.model import trailers
-from reconciler.model.kinds import Build, Component, Pipeline, Release, State
+from reconciler.model.kinds import Build, Component, Pipeline, Release, Stage, State
 from reconciler.model.names import split_ref
 from reconciler.model.paths import build_path, release_path
 from reconciler.operations.common import (
@@ -198,9 +198,7 @@ def promote(ref: str, environment: str, branch: bool,
                                   f"use deploy, not promote")
         stage = pipeline.stages[index]
         previous = stages[index - 1]
-        if stage.requires_pull_request and not branch:
-            raise ReconcilerError(f"promotions into {environment} need a pull request: run "
-                                  "again with --branch")
+        _pull_request_rule(stage, environment, branch, "promotions")
         source = state.releases.get((previous, component.project, component.name))
         if source is None:
             raise ReconcilerError(f"{ref} has no release in {previous}, the stage before "
@@ -213,19 +211,26 @@ def promote(ref: str, environment: str, branch: bool,
                     f" released there {source.released_at}, promotable from {timestamp(ready)}")
         return _release_write(tree, state, component, environment, source.commit, source.image,
                               source.version, moment, "promote",
-                              f"promote {ref} to {environment}", from_environment=previous)
+                              f"promote {ref} to {environment}", from_environment=previous,
+                              extra=_branch_trailer(ref, environment, "promote", branch))
 
     return operation
 
 
 def rollback(ref: str, environment: str, history: list[Release], to: str | None,
+             branch: bool = False,
              moment: datetime.datetime | None = None) -> Callable[[GitTree], Outcome]:
-    """Release again a build that ``history`` (newest first) shows ran in ``environment``."""
+    """Release again a build that ``history`` (newest first) shows ran in ``environment``;
+    into a stage that requires a pull request, only with ``branch``."""
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
         state = load_state(tree)
         component = state.component_named(ref)
+        stage = next((s for s in _pipeline(state, component).stages
+                      if s.environment == environment), None)
+        if stage is not None:
+            _pull_request_rule(stage, environment, branch, "rollbacks")
         current = state.releases.get((environment, component.project, component.name))
         if current is None:
             raise ReconcilerError(f"{ref} has no release in {environment} to roll back")
@@ -241,7 +246,8 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
         return _release_write(tree, state, component, environment, target.commit, target.image,
                               target.version, moment, "rollback",
                               f"rollback {ref} in {environment} to {target.commit[:12]}",
-                              extra={trailers.ROLLED_BACK_FROM: current.commit})
+                              extra={trailers.ROLLED_BACK_FROM: current.commit,
+                                     **_branch_trailer(ref, environment, "rollback", branch)})
 
     return operation
 
@@ -254,7 +260,19 @@ def parse_duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
 
 
-def promotion_branch(ref: str, environment: str) -> str:
-    """The branch a promotion pull request is pushed to."""
+def promotion_branch(ref: str, environment: str, operation: str = "promote") -> str:
+    """The branch a promotion (or rollback) pull request is pushed to."""
     project, component = split_ref(ref)
-    return f"promote/{project}/{component}/{environment}"
+    return f"{operation}/{project}/{component}/{environment}"
+
+
+def _pull_request_rule(stage: Stage, environment: str, branch: bool, what: str) -> None:
+    if stage.requires_pull_request and not branch:
+        raise ReconcilerError(f"{what} into {environment} need a pull request: run again with "
+                              "--branch")
+
+
+def _branch_trailer(ref: str, environment: str, operation: str, branch: bool) -> dict[str, str]:
+    if not branch:
+        return {}
+    return {trailers.PULL_REQUEST_BRANCH: promotion_branch(ref, environment, operation)}

@@ -1,30 +1,48 @@
-"""The audit: replay every commit, oldest first, and prove the build-once-promote rule:
-every digest released to an environment is a registered build at that commit and was
-released in each earlier stage of the component's pipeline before; changes under
-``environments/`` or ``builds/`` without the tool's trailers are reported as hand-made.
+"""The audit: prove build-once-promote from what the files contain, commit by commit along
+the first-parent line of the branch (the order changes reached it).
+
+Every digest released into an environment must be a registered build with that digest at
+that commit, released in each earlier stage of the component's pipeline (at that commit)
+in an earlier commit, and, into a stage that requires a pull request, must have arrived by
+one (a merge, a squash or a rebase of a pull request, not a direct push). Build records are
+immutable. A commit of the tool must change only what its trailers say. How a change
+arrived (tool commit, merge, squash with any message, rebase, careful hand edit) does not
+matter otherwise: trailers attribute, they don't grant trust. Hand edits of platform files
+are not findings; ``verbose`` lists them as notices.
+
+The first commit (or ``since``) is the trusted baseline: a repo that adopted the tool
+starts from whatever it held.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from reconciler.errors import ReconcilerError
 from reconciler.git.history import CommitInfo, Repository
 from reconciler.load import parse
 from reconciler.model import trailers
-from reconciler.model.kinds import State
+from reconciler.model.kinds import Pipeline, State
 from reconciler.model.paths import (
-    BUILDS_FOLDER,
-    ENVIRONMENTS_FOLDER,
     ORGANIZATION_FILE,
     build_path,
+    classify,
     component_path,
+    config_path,
+    environment_path,
     pipeline_path,
     project_path,
     release_path,
+    secret_path,
 )
-from reconciler.queries.history import yaml_mapping as _yaml
+from reconciler.queries.history import yaml_mapping
+
+_PULL_REQUEST = re.compile(r"\(#\d+\)\s*$|^Merge pull request |^Merged PR \d+|^Merge branch '"
+                           r"|^Squashed commit of the following:|^See merge request ", re.M)
+"""What Git hosts and ``git merge --squash`` write when a pull request is merged."""
 
 
 @dataclass(frozen=True)
@@ -32,68 +50,147 @@ class Finding:
     commit: str
     path: str
     message: str
+    notice: bool = False
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def audit(path: Path, environment: str | None = None, revision: str = "HEAD") -> list[Finding]:
-    """Every violation of build-once-promote in the history, oldest first.
+Released = set[tuple[str, str, str, str]]
+"""(environment, project, component, image) released at some commit so far."""
 
-    The whole history is always replayed; ``environment`` only selects which findings are
-    reported (releases into it, and hand-made changes to its folder).
-    """
+
+def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
+          since: str | None = None, verbose: bool = False) -> list[Finding]:
+    """Every violation (and with ``verbose`` every hand edit, as a notice), oldest first."""
     repository = Repository(path)
-    released: set[tuple[str, str, str, str]] = set()
+    line = repository.first_parents(revision, since)
+    if not line:
+        raise ReconcilerError(f"{path} has no commits to audit")
+    tip = line[-1].id
+    if repository.blob_id_at(tip, ORGANIZATION_FILE) is None:
+        raise ReconcilerError(f"{path} is not a state repo: {ORGANIZATION_FILE} is missing at "
+                              f"{revision}")
+    if environment is not None and repository.blob_id_at(
+            tip, environment_path(environment)) is None:
+        raise ReconcilerError(f"unknown environment {environment!r}")
+    released: Released = set()
+    baseline = line[0]
+    for file, _ in repository.changed(None, baseline.id):
+        _remember(repository, baseline.id, file, released)
     findings: list[Finding] = []
-    for info in repository.commits(revision, newest_first=False):
-        operation = info.trailers.get(trailers.OPERATION, "")
-        for change, deleted in repository.changes(info, (ENVIRONMENTS_FOLDER, BUILDS_FOLDER)):
-            parts = change.split("/")
-            env = parts[1] if parts[0] == "environments" else None
-            reported = environment is None or env == environment
-            if not operation and reported:
-                findings.append(Finding(info.id, change, "changed by hand: the commit has no "
-                                        "reconciler trailers"))
-            if deleted or env is None or len(parts) != 5 or parts[4] != "release.yaml":
-                continue
-            data = _yaml(repository.blob_at(info.id, change))
-            if data is None:
-                continue
-            found = _check_release(repository, info, env, parts[2], parts[3], data, released,
-                                   baseline=operation == trailers.INIT)
-            if reported:
-                findings.extend(found)
+    for parent, info in itertools.pairwise(line):
+        changes = repository.changed(parent.id, info.id)
+        found = _check_commit(repository, info, changes, released, verbose)
+        for file, status in changes:
+            if status != "deleted":
+                _remember(repository, info.id, file, released)
+        findings.extend(f for f in found
+                        if environment is None or _environment_of(f.path) == environment)
     return findings
 
 
-def _check_release(repository: Repository, info: CommitInfo, environment: str, project: str,
-                   component: str, data: dict[str, Any],
-                   released: set[tuple[str, str, str, str]], baseline: bool) -> list[Finding]:
-    path = release_path(environment, project, component)
-    image, build_commit = str(data.get("image", "")), str(data.get("commit", ""))
-    found = []
-    build = _yaml(repository.blob_at(info.id, build_path(project, component, build_commit)))
-    if build is None:
-        found.append(Finding(info.id, path, f"released {image} from commit {build_commit[:12]}, "
-                             "which is not a registered build"))
-    elif build.get("image") != image:
-        found.append(Finding(info.id, path, f"released {image}, but build {build_commit[:12]} "
-                             f"is {build.get('image')}"))
-    if not baseline:
-        for stage in _earlier_stages(repository, info.id, environment, project, component):
-            if (stage, project, component, image) not in released:
-                found.append(Finding(info.id, path, f"released {image} to {environment} without "
-                                     f"releasing it in {stage} first"))
-    released.add((environment, project, component, image))
+def _environment_of(file: str) -> str | None:
+    kind, names = classify(file)
+    return names[0] if kind in ("Release", "Config", "Secrets", "Environment") else None
+
+
+def _remember(repository: Repository, commit: str, file: str, released: Released) -> None:
+    kind, names = classify(file)
+    if kind != "Release":
+        return
+    data = yaml_mapping(repository.blob_at(commit, file)) or {}
+    released.add((names[0], names[1], names[2], str(data.get("image", ""))))
+
+
+def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[str, str]],
+                  released: Released, verbose: bool) -> list[Finding]:
+    found: list[Finding] = []
+    operation = info.trailers.get(trailers.OPERATION, "")
+    merged = _by_pull_request(info)
+    for file, status in changes:
+        kind, names = classify(file)
+        if kind == "Build" and status != "added":
+            found.append(Finding(info.id, file, f"build record {status} after it was "
+                                 "registered: builds are immutable"))
+        elif kind == "Release" and status != "deleted":
+            found.extend(_check_release(repository, info, file, names, released, merged))
+    if operation and len(info.parents) == 1:
+        allowed = _paths_of(info)
+        if allowed is not None:
+            found.extend(Finding(info.id, file, f"the commit is a {operation} of "
+                                 f"{info.trailers.get(trailers.COMPONENT) or 'the state'}, "
+                                 "but also changes this file")
+                         for file, _ in changes if file not in allowed)
+    elif verbose and not merged and not operation:
+        found.extend(Finding(info.id, file, "changed by hand", notice=True)
+                     for file, _ in changes)
     return found
 
 
-def _earlier_stages(repository: Repository, commit: str, environment: str, project: str,
-                    component: str) -> list[str]:
-    """The stages before ``environment`` in the component's pipeline at ``commit``, by the
-    model's own rule for which pipeline a component uses."""
-    documents = {path: _yaml(repository.blob_at(commit, path)) for path in (
+def _check_release(repository: Repository, info: CommitInfo, file: str,
+                   names: tuple[str, ...], released: Released, merged: bool) -> list[Finding]:
+    environment, project, component = names[:3]
+    data = yaml_mapping(repository.blob_at(info.id, file)) or {}
+    image, source = str(data.get("image", "")), str(data.get("commit", ""))
+    found = []
+    build = yaml_mapping(repository.blob_at(info.id, build_path(project, component, source)))
+    if build is None:
+        found.append(Finding(info.id, file, f"released {image} from commit {source[:12]}, "
+                             "which is not a registered build"))
+    elif build.get("image") != image:
+        found.append(Finding(info.id, file, f"released {image}, but build {source[:12]} is "
+                             f"{build.get('image')}"))
+    pipeline = _pipeline_at(repository, info.id, project, component)
+    stages = list(pipeline.environments) if pipeline else []
+    if environment in stages:
+        for stage in stages[:stages.index(environment)]:
+            if (stage, project, component, image) not in released:
+                found.append(Finding(info.id, file, f"released {image} to {environment} "
+                                     f"without releasing it in {stage} first"))
+        assert pipeline is not None
+        stage_rules = pipeline.stages[stages.index(environment)]
+        if stage_rules.requires_pull_request and not merged:
+            found.append(Finding(info.id, file, f"released into {environment}, which requires "
+                                 "a pull request, without one (a direct push)"))
+    return found
+
+
+def _by_pull_request(info: CommitInfo) -> bool:
+    """Reached the branch through a pull request: a merge commit, a squash (Git hosts and
+    ``git merge --squash`` say so in the message), or a rebase of a ``--branch`` write."""
+    return (len(info.parents) > 1 or bool(_PULL_REQUEST.search(info.message))
+            or trailers.PULL_REQUEST_BRANCH in info.trailers)
+
+
+def _paths_of(info: CommitInfo) -> set[str] | None:
+    """The files a tool commit may change, by its own trailers (None: any)."""
+    fields = info.trailers
+    operation = fields.get(trailers.OPERATION, "")
+    ref = fields.get(trailers.COMPONENT, "")
+    project, _, component = ref.partition("/")
+    environment = fields.get(trailers.TO_ENVIRONMENT) or fields.get(trailers.ENVIRONMENT, "")
+    if operation in ("deploy", "promote", "rollback"):
+        return {release_path(environment, project, component)}
+    if operation == "build-register":
+        allowed = {build_path(project, component, fields.get(trailers.SOURCE_COMMIT, ""))}
+        if fields.get(trailers.TO_ENVIRONMENT):
+            allowed.add(release_path(environment, project, component))
+        return allowed
+    if operation in ("config-set", "config-unset"):
+        return {config_path(project, component, environment or None)}
+    if operation in ("secret-set", "secret-unset"):
+        return {secret_path(environment, project, component, fields.get(trailers.KEY, ""))}
+    if operation == "codeowners":
+        return {"CODEOWNERS"}
+    return None
+
+
+def _pipeline_at(repository: Repository, commit: str, project: str,
+                 component: str) -> Pipeline | None:
+    """The component's pipeline at ``commit``, by the model's own rule for which pipeline a
+    component uses; None where the files at that commit don't say."""
+    documents = {path: yaml_mapping(repository.blob_at(commit, path)) for path in (
         ORGANIZATION_FILE, project_path(project), component_path(project, component))}
     try:
         organization = parse.organization(documents[ORGANIZATION_FILE] or {})
@@ -103,8 +200,7 @@ def _earlier_stages(repository: Repository, commit: str, environment: str, proje
         if documents[project_path(project)]:
             projects[project] = parse.project(documents[project_path(project)] or {}, "")
         name = State(organization, commit, projects=projects).component_pipeline(found)
-        pipeline = parse.pipeline(_yaml(repository.blob_at(commit, pipeline_path(name))) or {}, "")
+        return parse.pipeline(yaml_mapping(repository.blob_at(commit, pipeline_path(name)))
+                              or {}, "")
     except (KeyError, TypeError, AttributeError):
-        return []  # not a valid state at that commit: nothing to compare with
-    stages = list(pipeline.environments)
-    return stages[:stages.index(environment)] if environment in stages else []
+        return None

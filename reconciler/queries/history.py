@@ -1,27 +1,30 @@
-"""Git history as the log of releases: the tool's writes from commit trailers, and the
-releases a component had in an environment from the history of its release file.
-
-``events`` reads only commit messages (no diffs), so it stays fast on long histories.
+"""Git history as the log of releases, in the order changes reached the branch (its
+first-parent line): the tool's writes from their trailers, and every release change that
+arrived otherwise (a merged, squashed or rebased pull request, a hand edit) from the files
+themselves, with who promoted it and who merged it where Git knows.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.git.history import CommitInfo, Repository
 from reconciler.model import trailers
 from reconciler.model.kinds import Release
-from reconciler.model.paths import release_path
+from reconciler.model.paths import classify, release_path
 from reconciler.yamlio import ManifestError, load_manifests
+
+_TRAILER_LINE = re.compile(r"^\s*([A-Z][A-Za-z-]+): (.+)$", re.M)
 
 
 @dataclass(frozen=True)
 class Event:
-    """One write of the tool, from its commit."""
+    """One write of the tool, or one release change, from its commit."""
 
     commit: str
     time: str
@@ -36,18 +39,18 @@ class Event:
     release: str
     pipeline: str
     key: str = ""
+    merged_by: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
-def _event(info: CommitInfo) -> Event | None:
-    fields = info.trailers
+def _event(info: CommitInfo, fields: Mapping[str, str], author: str = "") -> Event | None:
     operation = fields.get(trailers.OPERATION)
     if not operation:
         return None
     return Event(
-        commit=info.id, time=info.time, author=info.author, operation=operation,
+        commit=info.id, time=info.time, author=author or info.author, operation=operation,
         subject=info.subject, component=fields.get(trailers.COMPONENT, ""),
         from_environment=fields.get(trailers.FROM_ENVIRONMENT, ""),
         to_environment=fields.get(trailers.TO_ENVIRONMENT, fields.get(trailers.ENVIRONMENT, "")),
@@ -58,16 +61,71 @@ def _event(info: CommitInfo) -> Event | None:
 
 def events(path: Path, component: str | None = None, environment: str | None = None,
            revision: str = "HEAD") -> Iterator[Event]:
-    """The tool's writes reachable from ``revision``, newest first."""
-    for info in Repository(path).commits(revision, newest_first=True):
-        event = _event(info)
-        if event is None:
+    """The tool's writes and every release change on the first-parent line of ``revision``,
+    newest first."""
+    repository = Repository(path)
+    for info in reversed(repository.first_parents(revision)):
+        for event in _events_of(repository, info):
+            if component and event.component != component:
+                continue
+            if environment and environment not in (event.to_environment,
+                                                   event.from_environment):
+                continue
+            yield event
+
+
+def _events_of(repository: Repository, info: CommitInfo) -> list[Event]:
+    if len(info.parents) <= 1:
+        own = _event(info, info.trailers)
+        if own is not None:
+            rebased = info.committer != info.author and trailers.PULL_REQUEST_BRANCH in \
+                info.trailers
+            return [replace(own, merged_by=info.committer if rebased else "")]
+    if not info.parents:
+        return []
+    found = []
+    for file, status in repository.changed(info.parents[0], info.id):
+        kind, names = classify(file)
+        if kind != "Release" or status == "deleted":
             continue
-        if component and event.component != component:
-            continue
-        if environment and environment not in (event.to_environment, event.from_environment):
-            continue
-        yield event
+        found.append(_release_event(repository, info, file, names))
+    return found
+
+
+def _release_event(repository: Repository, info: CommitInfo, file: str,
+                   names: tuple[str, ...]) -> Event:
+    """A release change that came without the tool's own commit: from a merged pull request
+    (the promoter is the author of the tool's commit on its branch), a squash (whose message
+    keeps the squashed commits' trailers, or only a title), or a hand edit."""
+    environment, project, component = names[:3]
+    ref = f"{project}/{component}"
+    data = yaml_mapping(repository.blob_at(info.id, file)) or {}
+    fields: Mapping[str, str] = {}
+    promoter = info.author
+    merged_by = ""
+    if len(info.parents) > 1:
+        merged_by = info.author
+        for commit in repository.commits(info.parents[1], newest_first=True):
+            if repository.is_ancestor(commit.id, info.parents[0]):
+                break
+            if (commit.trailers.get(trailers.COMPONENT) == ref
+                    and commit.trailers.get(trailers.TO_ENVIRONMENT) == environment):
+                fields, promoter = commit.trailers, commit.author
+                break
+    else:
+        squashed = dict(_TRAILER_LINE.findall(info.message))
+        if squashed.get(trailers.COMPONENT) == ref:
+            fields = squashed
+        if info.committer != info.author:
+            merged_by = info.committer
+    event = _event(info, fields, promoter) or Event(
+        commit=info.id, time=info.time, author=promoter, operation="release",
+        subject=info.subject, component=ref, from_environment="", to_environment=environment,
+        image="", source_commit="", release="", pipeline="")
+    return replace(event, component=ref, to_environment=environment,
+                   image=str(data.get("image", event.image)),
+                   source_commit=str(data.get("commit", event.source_commit)),
+                   merged_by=merged_by)
 
 
 def release_history(path: Path, environment: str, project: str, component: str,
