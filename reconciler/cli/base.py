@@ -109,11 +109,12 @@ def decryptor(ctx: click.Context, environment: str) -> Decrypt:
     return sops.decryptor(lambda: age_keys(ctx), environment)
 
 
-def write(ctx: click.Context, operation: Operation, target_branch: str | None = None) -> None:
+def write(ctx: click.Context, operation: Operation, target_branch: str | None = None,
+          replace: bool = False) -> None:
     """Run a write operation on the newest tip of main and report what it did."""
     if ctx.obj["revision"]:
         raise UsageError("--revision reads an old commit; writes always go to the newest tip")
-    result = run(ctx.obj["repo"], operation, target_branch=target_branch)
+    result = run(ctx.obj["repo"], operation, target_branch=target_branch, replace=replace)
     click.echo(result.summary)
     written = result.written
     if written is not None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import click
 
 from reconciler.cli.base import cli, output_option, print_rows, revision_of, state_of, write
+from reconciler.errors import UsageError
 from reconciler.model.names import split_ref
 from reconciler.operations import releases
 from reconciler.queries.builds import builds
 from reconciler.queries.history import release_history
+
+REPLACE = click.option("--replace", is_flag=True, help="With --branch: overwrite the branch even "
+                       "when it holds another, unmerged pull request.")
 
 
 @cli.group()
@@ -62,16 +66,21 @@ def deploy_command(ctx: click.Context, component: str, source_commit: str | None
 @click.option("--to", "environment", required=True, help="The next stage of the pipeline.")
 @click.option("--branch", is_flag=True, help="Commit on promote/<project>/<component>/<env> "
               "and push that branch for a pull request instead of main.")
+@REPLACE
 @click.pass_context
-def promote_command(ctx: click.Context, component: str, environment: str, branch: bool) -> None:
+def promote_command(ctx: click.Context, component: str, environment: str, branch: bool,
+                    replace: bool) -> None:
     """Promote COMPONENT's release from the previous stage into --to.
 
     Refused when --to is not the next stage, the previous stage has no release, the stage
     needs a pull request and --branch is missing, the soak time has not passed, or the
     environment lacks a required configurable.
     """
+    if replace and not branch:
+        raise UsageError("--replace goes with --branch")
     target = releases.promotion_branch(component, environment) if branch else None
-    write(ctx, releases.promote(component, environment, branch), target_branch=target)
+    write(ctx, releases.promote(component, environment, branch), target_branch=target,
+          replace=replace)
 
 
 @cli.command("rollback")
@@ -82,12 +91,15 @@ def promote_command(ctx: click.Context, component: str, environment: str, branch
 @click.option("--branch", is_flag=True, help="Commit on rollback/<project>/<component>/<env> "
               "and push that branch for a pull request instead of main (required where the "
               "stage requiresPullRequest).")
+@REPLACE
 @click.pass_context
 def rollback_command(ctx: click.Context, component: str, environment: str,
-                     to: str | None, branch: bool) -> None:
+                     to: str | None, branch: bool, replace: bool) -> None:
     """Release again a build that Git history shows ran in ENV before (a new commit)."""
     project, name = split_ref(component)
     history = release_history(ctx.obj["repo"], environment, project, name, revision_of(ctx))
+    if replace and not branch:
+        raise UsageError("--replace goes with --branch")
     target = releases.promotion_branch(component, environment, "rollback") if branch else None
     write(ctx, releases.rollback(component, environment, history, to, branch),
-          target_branch=target)
+          target_branch=target, replace=replace)

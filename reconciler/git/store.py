@@ -1,7 +1,7 @@
 """Git through pygit2: read a state repo straight from a commit, and make commits.
 
-With git/history.py, the only code that imports pygit2, so the daemon can render from a commit without a
-checkout and every write goes through one place.
+With the rest of git/, the only code that imports pygit2, so the daemon can render from a
+commit without a checkout and every write goes through one place.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import pygit2
 
 from reconciler.errors import ReconcilerError
+from reconciler.git.push import MovedRemote, push
 
 _LINK_MODE = pygit2.enums.FileMode.LINK
 _BLOB_MODES = (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE)
@@ -113,9 +114,6 @@ def init_with_files(path: Path, message: str) -> str:
 
 # --- Writing: one commit per operation, on the newest tip, pushed with retries ---
 
-PENDING_REF = "refs/reconciler/pending"
-_RETRYABLE = ("not present locally", "non-fast-forward", "nonfastforward", "fastforward",
-              "lock", "rejected", "fetch first")
 
 
 @dataclass(frozen=True)
@@ -135,20 +133,6 @@ class Written:
 
 
 Operation = Callable[[GitTree], Write | None]
-
-
-class _PushCallbacks(pygit2.RemoteCallbacks):
-    def __init__(self) -> None:
-        super().__init__()
-        self.rejected: dict[str, str] = {}
-
-    def push_update_reference(self, refname: str, message: str | None) -> None:
-        if message:
-            self.rejected[refname] = message
-
-
-class _MovedRemote(Exception):
-    pass
 
 
 def author_signature(repository: pygit2.Repository) -> pygit2.Signature:
@@ -181,18 +165,27 @@ def main_branch(repository: pygit2.Repository) -> str:
 
 
 def transact(path: Path, operation: Operation, *, branch: str | None = None,
-             target_branch: str | None = None, attempts: int = 8) -> Written | None:
-    """Run ``operation`` on the newest tip of ``branch`` (default: HEAD's branch) and commit
-    what it returns.
+             target_branch: str | None = None, replace: bool = False,
+             attempts: int = 8) -> Written | None:
+    """Run ``operation`` on the newest tip of ``branch`` (default: origin's default branch)
+    and commit what it returns.
 
     With an ``origin`` remote: fetch first, commit on the remote's tip, push; when the push
     is refused because the remote moved, fetch again and re-run the operation on the new
     tip (never a textual rebase), up to ``attempts`` times with jittered backoff. Returns
     None when the operation has nothing to do. ``target_branch`` (default ``branch``)
-    receives the commit; a different one is tool-owned and overwritten (pull requests).
+    receives the commit instead: a pull request's branch, tool-owned, which an unmerged,
+    different commit holds only until ``replace`` says to overwrite it. Writes from one
+    clone take turns.
     """
     repository = open_repository(path)
-    branch = branch or main_branch(repository)
+    with _one_writer(Path(repository.path)):
+        return _transact(repository, path, operation, branch or main_branch(repository),
+                         target_branch, replace, attempts)
+
+
+def _transact(repository: pygit2.Repository, path: Path, operation: Operation, branch: str,
+              target_branch: str | None, replace: bool, attempts: int) -> Written | None:
     target = target_branch or branch
     remote = repository.remotes["origin"] if "origin" in [r.name for r in repository.remotes] \
         else None
@@ -210,9 +203,11 @@ def transact(path: Path, operation: Operation, *, branch: str | None = None,
                                       "would write: commit or stash them; nothing was written")
             _move_local(repository, target, commit, base if target == branch else None)
             return Written(str(commit), target, False)
+        if target != branch and not replace:
+            _unmerged_pull_request(repository, branch, target, commit)
         try:
-            _push(repository, remote, commit, target, force=target != branch)
-        except _MovedRemote:
+            push(repository, remote, commit, target, force=target != branch)
+        except MovedRemote:
             time.sleep(random.uniform(0.05, 0.2) * attempt)
             continue
         repository.references.create(f"refs/remotes/origin/{target}", commit, force=True)
@@ -226,6 +221,33 @@ def transact(path: Path, operation: Operation, *, branch: str | None = None,
         return Written(str(commit), target, True, warning)
     raise ReconcilerError(f"gave up after {attempts} attempts: the remote's {target} kept "
                           "moving; nothing was written")
+
+
+def _unmerged_pull_request(repository: pygit2.Repository, branch: str, target: str,
+                           commit: pygit2.Oid) -> None:
+    """Refuse to overwrite a pull request's branch that holds something else, unmerged."""
+    existing = repository.references.get(f"refs/remotes/origin/{target}")
+    main = repository.references.get(f"refs/remotes/origin/{branch}")
+    if existing is None or main is None:
+        return
+    held = repository[existing.target].peel(pygit2.Commit)
+    merged = held.id == main.target or repository.descendant_of(main.target, held.id)
+    if merged or held.message == repository[commit].peel(pygit2.Commit).message:
+        return  # merged, or the same write again (e.g. on a newer main)
+    raise ReconcilerError(f"{target} already holds an unmerged pull request ({str(held.id)[:12]}"
+                          f" {held.message.splitlines()[0]!r}): merge or close it first, or "
+                          "pass --replace to overwrite it; nothing was written")
+
+
+@contextlib.contextmanager
+def _one_writer(git_dir: Path) -> Iterator[None]:
+    """Writes from one clone take turns (they share its refs and index)."""
+    with open(git_dir / "reconciler-write.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _fetch(remote: pygit2.Remote) -> None:
@@ -295,46 +317,6 @@ def _apply(repository: pygit2.Repository, tree: pygit2.Tree | None,
         else:
             builder.insert(name, new, pygit2.enums.FileMode.TREE)
     return builder.write()
-
-
-def _push(repository: pygit2.Repository, remote: pygit2.Remote, commit: pygit2.Oid,
-          target: str, force: bool) -> None:
-    repository.references.create(PENDING_REF, commit, force=True)
-    callbacks = _PushCallbacks()
-    try:
-        with _local_remote_lock(remote.url):
-            remote.push([f"{'+' if force else ''}{PENDING_REF}:refs/heads/{target}"],
-                        callbacks=callbacks)
-    except pygit2.GitError as exc:
-        if any(marker in str(exc).lower() for marker in _RETRYABLE):
-            raise _MovedRemote from None
-        raise ReconcilerError(f"cannot push to origin ({remote.url}): {exc}; nothing was "
-                              "written") from None
-    finally:
-        repository.references.delete(PENDING_REF)
-    if callbacks.rejected:
-        raise _MovedRemote
-
-
-@contextlib.contextmanager
-def _local_remote_lock(url: str | None) -> Iterator[None]:
-    """Serialise pushes to a remote on this machine's disk.
-
-    A Git server checks that a push fast-forwards and moves the branch atomically; libgit2
-    pushing to a plain path checks first and writes after, so two writers could both pass
-    the check and one commit would be lost. An exclusive lock on the remote closes that gap.
-    """
-    path = url.removeprefix("file://") if url and ("://" not in url or url.startswith("file://")) \
-        else None
-    if path is None or not Path(path).is_dir():
-        yield
-        return
-    with open(Path(path) / "reconciler-push.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _move_local(repository: pygit2.Repository, branch: str, commit: pygit2.Oid,

@@ -63,9 +63,11 @@ class Result:
     written: Written | None
 
 
-def run(repo: Path, operation: Operation, target_branch: str | None = None) -> Result:
+def run(repo: Path, operation: Operation, target_branch: str | None = None,
+        replace: bool = False) -> Result:
     """Run a write on the newest tip of main and commit (and push) what it returns; with
-    ``target_branch``, commit there instead (a pull request's branch)."""
+    ``target_branch``, commit there instead (a pull request's branch, which an unmerged
+    different pull request holds unless ``replace``)."""
     outcomes: list[Outcome] = []
 
     def attempt(tree: GitTree) -> Write | None:
@@ -73,6 +75,6 @@ def run(repo: Path, operation: Operation, target_branch: str | None = None) -> R
         outcomes[:] = [outcome]
         return outcome.write
 
-    written = transact(repo, attempt, target_branch=target_branch)
+    written = transact(repo, attempt, target_branch=target_branch, replace=replace)
     return Result(outcomes[-1].summary if outcomes else "nothing to do", written)
 

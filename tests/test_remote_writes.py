@@ -1,0 +1,101 @@
+"""Writes on the remotes teams really have: a remote that refuses (a hook) is reported once
+with its own words; pull request branches are never overwritten silently; stages that
+require a pull request get one for rollbacks too; writers sharing one clone take turns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pygit2
+
+from conftest import IDENTITY, cli_in, file_at, refs, register_checkout, tip
+
+HOOK = "#!/bin/sh\necho 'main is protected: open a pull request' >&2\nexit 1\n"
+
+
+def install_hook(remote: Path, name: str) -> None:
+    hook = remote / "hooks" / name
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(HOOK)
+    hook.chmod(0o755)
+
+
+def test_a_remote_hook_that_refuses_is_reported_once_and_nothing_lands(work: Path,
+                                                                         remote: Path) -> None:
+    for hook in ("pre-receive", "update"):
+        install_hook(remote, hook)
+        before = refs(remote)
+        result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
+        assert result.exit_code == 1
+        assert result.errors == [f"error: origin refused the push: {hook} hook declined"]
+        assert "remote: main is protected: open a pull request" in result.stderr
+        assert "kept moving" not in result.stderr
+        assert refs(remote) == before
+        (remote / "hooks" / hook).unlink()
+    assert cli_in(work, "config", "set", "shop/checkout", "FLAG=1").exit_code == 0
+
+
+def test_a_second_pull_request_for_the_same_stage_is_not_overwritten(work: Path,
+                                                                     remote: Path) -> None:
+    assert register_checkout(work).exit_code == 0
+    first = cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch")
+    assert first.exit_code == 0, first.stderr
+    branch = "refs/heads/promote/shop/checkout/staging"
+    first_held = refs(remote)[branch]
+    assert cli_in(work, "config", "set", "shop/catalog", "A=1").exit_code == 0
+    assert cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch").exit_code == 0, \
+        "the same promotion again, on a newer main, is fine"
+    held = refs(remote)[branch]
+    assert held != first_held
+    assert cli_in(work, "build", "register", "shop/checkout", "--commit", "d" * 40, "--image",
+                  "registry.acme.example/shop/checkout@sha256:" + "d" * 64).exit_code == 0
+    again = cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch")
+    assert again.exit_code == 1
+    assert again.errors == [f"error: promote/shop/checkout/staging already holds an unmerged "
+                            f"pull request ({held[:12]} 'promote shop/checkout to staging'): "
+                            "merge or close it first, or pass --replace to overwrite it; "
+                            "nothing was written"]
+    assert refs(remote)[branch] == held
+    replaced = cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch",
+                      "--replace")
+    assert replaced.exit_code == 0, replaced.stderr
+    assert refs(remote)[branch] != held
+    assert cli_in(work, "promote", "shop/checkout", "--to", "staging", "--replace").exit_code == 2
+
+
+def test_a_rollback_into_a_pull_request_stage_needs_a_branch(work: Path, remote: Path) -> None:
+    before = refs(remote)
+    refused = cli_in(work, "rollback", "shop/checkout", "--env", "production")
+    assert (refused.exit_code, refused.errors) == (
+        1, ["error: rollbacks into production need a pull request: run again with --branch"])
+    assert refs(remote) == before
+    with_branch = cli_in(work, "rollback", "shop/checkout", "--env", "production", "--branch")
+    assert with_branch.errors == ["error: no earlier release of shop/checkout in production in "
+                                  "the history"], "past the pull request rule"
+    assert cli_in(work, "rollback", "shop/checkout", "--env", "staging").exit_code == 1
+    assert cli_in(work, "config", "set", "shop/checkout", "PRE=1").exit_code == 0
+    assert register_checkout(work).exit_code == 0
+    assert cli_in(work, "promote", "shop/checkout", "--to", "staging").exit_code == 0
+    assert cli_in(work, "rollback", "shop/checkout", "--env", "staging").exit_code == 0
+    assert tip(remote).message_trailers["Operation"] == "rollback"
+    assert "Pull-Request-Branch" not in tip(remote).message_trailers
+
+
+def test_writers_sharing_one_clone_take_turns(work: Path, remote: Path) -> None:
+    environment = {**os.environ, **IDENTITY}
+    keys = [f"SHARED_{i}" for i in range(4)]
+    processes = [subprocess.Popen([sys.executable, "-m", "reconciler", "--repo", str(work),
+                                   "config", "set", "shop/checkout", f"{key}=1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=environment) for key in keys]
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    text = file_at(remote, "projects/shop/components/checkout/config.yaml")
+    assert all(f"{key}: '1'" in text or f"{key}: \"1\"" in text or f"{key}: 1" in text
+               for key in keys), text
+    assert not [name for name in pygit2.Repository(str(work)).references
+                if name.startswith("refs/reconciler/")]
