@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pygit2
 
-from conftest import IDENTITY, cli_in, file_at, refs, register_checkout, tip
+from conftest import IDENTITY, cli_in, commit_and_push, file_at, refs, register_checkout, tip
 
 HOOK = "#!/bin/sh\necho 'main is protected: open a pull request' >&2\nexit 1\n"
 
@@ -99,3 +99,26 @@ def test_writers_sharing_one_clone_take_turns(work: Path, remote: Path) -> None:
                for key in keys), text
     assert not [name for name in pygit2.Repository(str(work)).references
                 if name.startswith("refs/reconciler/")]
+
+
+def test_a_broken_main_can_be_repaired_with_the_tool(work: Path, remote: Path) -> None:
+    pipeline = "pipelines/fast-lane.yaml"
+    text = (work / pipeline).read_text()
+    (work / pipeline).write_text(text + "owner: nobody\n")
+    commit_and_push(work, "a typo breaks main")
+    broken = cli_in(work, "validate")
+    assert broken.exit_code == 1
+    problem = broken.errors[0].removeprefix("error: ")
+    config = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
+    assert config.exit_code == 0, config.stderr
+    assert config.stderr.splitlines() == ["warning: main still has 1 problem(s), none new:",
+                                          f"warning: {problem}"]
+    before = refs(remote)
+    worse = cli_in(work, "config", "set", "shop/checkout", "1BAD=x")
+    assert worse.exit_code == 1, "a write that adds a problem is still refused"
+    assert [e for e in worse.errors if "1BAD" in e] and problem not in worse.stderr
+    assert refs(remote) == before
+    assert register_checkout(work).exit_code == 0
+    assert cli_in(work, "promote", "shop/checkout", "--to", "staging").exit_code == 0
+    rollback = cli_in(work, "rollback", "shop/checkout", "--env", "staging")
+    assert rollback.exit_code == 0, rollback.stderr

@@ -122,6 +122,11 @@ def write(ctx: click.Context, operation: Operation, target_branch: str | None = 
         click.echo(f"commit {written.commit[:12]} {where}")
         if written.warning:
             click.echo(f"warning: {written.warning}", err=True)
+    if result.remaining:
+        click.echo(f"warning: {written.branch if written else 'main'} still has "
+                   f"{len(result.remaining)} problem(s), none new:", err=True)
+        for problem in result.remaining:
+            click.echo(f"warning: {problem}", err=True)
 
 
 def print_data(output: str, data: object) -> None:

@@ -29,8 +29,18 @@ from reconciler.yamlio import MAX_FILE_BYTES, Document, load_state_file
 
 def load_state(reader: TreeReader) -> State:
     """The whole state at the reader's revision, or ``InvalidState`` listing every problem."""
+    state, problems = load_state_and_problems(reader)
+    if problems:
+        raise InvalidState(problems)
+    return state
+
+
+def load_state_and_problems(reader: TreeReader) -> tuple[State, tuple[Problem, ...]]:
+    """The state as far as it loads (broken files left out) and every problem; only a
+    missing or broken organization.yaml leaves nothing to load (``InvalidState``)."""
     loader = _Loader(reader)
-    return loader.load()
+    state = loader.load()
+    return state, tuple(sorted(set(loader.problems)))
 
 
 class _Loader:
@@ -89,8 +99,6 @@ class _Loader:
         # References are checked even when some files are broken, so one run reports
         # every problem; names whose own file is broken count as existing.
         ReferenceChecker(state, self.problem, frozenset(broken)).check()
-        if self.problems:
-            raise InvalidState(self.problems)
         return state
 
     def _read_text(self, path: str) -> str | None:

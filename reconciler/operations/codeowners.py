@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reconciler.git.store import GitTree, Write
-from reconciler.load.loader import load_state
 from reconciler.model import trailers
 from reconciler.model.kinds import State
 from reconciler.operations.common import (
     Outcome,
+    base_state,
     commit_message,
 )
 
@@ -35,7 +35,8 @@ def codeowners_text(state: State) -> str:
 
 def codeowners() -> Callable[[GitTree], Outcome]:
     def operation(tree: GitTree) -> Outcome:
-        state = load_state(tree)
+        base = base_state(tree)
+        state = base.state
         text = codeowners_text(state).encode()
         if "CODEOWNERS" in state.files and tree.read("CODEOWNERS", 1 << 20) == text:
             return Outcome(None, "CODEOWNERS is up to date: nothing to do")

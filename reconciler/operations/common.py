@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import InvalidState, Problem
 from reconciler.git.store import GitTree, Write, Written, transact
-from reconciler.load.loader import load_state
+from reconciler.load.loader import load_state_and_problems
 from reconciler.load.readers import Overlay, TreeReader
 from reconciler.model.kinds import State
 
@@ -47,9 +48,30 @@ class Outcome:
     summary: str
 
 
-def checked(tree: TreeReader, changes: Mapping[str, bytes | None]) -> State:
-    """The state after ``changes``; refuses (nothing written) if it would be invalid."""
-    return load_state(Overlay(tree, changes))
+@dataclass(frozen=True)
+class Base:
+    """The state a write starts from, and the problems it already has (a broken main)."""
+
+    state: State
+    problems: tuple[Problem, ...]
+
+
+def base_state(tree: TreeReader) -> Base:
+    """The state at the branch tip, even when it has problems: a write that fixes main, or
+    only doesn't make it worse (a rollback), must not be refused because main is broken."""
+    return Base(*load_state_and_problems(tree))
+
+
+def checked(tree: TreeReader, changes: Mapping[str, bytes | None],
+            before: tuple[Problem, ...] = ()) -> State:
+    """The state after ``changes``; refuses (nothing written) if it would have a problem
+    that ``before`` did not have."""
+    state, after = load_state_and_problems(Overlay(tree, changes))
+    known = {(p.path, p.message) for p in before}
+    new = [p for p in after if (p.path, p.message) not in known]
+    if new:
+        raise InvalidState(new)
+    return state
 
 
 Operation = Callable[[GitTree], Outcome]
@@ -57,10 +79,12 @@ Operation = Callable[[GitTree], Outcome]
 
 @dataclass(frozen=True)
 class Result:
-    """What ``run`` did: the operation's summary and the commit, if it made one."""
+    """What ``run`` did: the operation's summary, the commit if it made one, and the
+    problems main still has after it (a write may leave a broken main no worse)."""
 
     summary: str
     written: Written | None
+    remaining: tuple[Problem, ...] = ()
 
 
 def run(repo: Path, operation: Operation, target_branch: str | None = None,
@@ -76,5 +100,8 @@ def run(repo: Path, operation: Operation, target_branch: str | None = None,
         return outcome.write
 
     written = transact(repo, attempt, target_branch=target_branch, replace=replace)
-    return Result(outcomes[-1].summary if outcomes else "nothing to do", written)
+    remaining: tuple[Problem, ...] = ()
+    if written is not None:
+        remaining = load_state_and_problems(GitTree(repo, written.commit))[1]
+    return Result(outcomes[-1].summary if outcomes else "nothing to do", written, remaining)
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.git.store import GitTree, Write
-from reconciler.load.loader import load_state
 from reconciler.model import trailers
 from reconciler.model.paths import config_path
 from reconciler.operations.common import (
     API_VERSION,
     Outcome,
+    base_state,
     checked,
     commit_message,
 )
@@ -27,7 +27,8 @@ def config_edit(ref: str, environment: str | None, key: str,
     """Set (``value``) or unset (None) one environment variable of a component's config."""
 
     def operation(tree: GitTree) -> Outcome:
-        state = load_state(tree)
+        base = base_state(tree)
+        state = base.state
         component = state.component_named(ref)
         if environment is not None and environment not in state.environments:
             raise ReconcilerError(f"unknown environment {environment!r}")
@@ -57,7 +58,7 @@ def config_edit(ref: str, environment: str | None, key: str,
                 env[key] = value
 
         changes: dict[str, bytes | None] = {path: edit_mapping(content, _CONFIG_TEMPLATE, edit)}
-        checked(tree, changes)
+        checked(tree, changes, base.problems)
         verb = "set" if value is not None else "unset"
         fields = {trailers.OPERATION: f"config-{verb}", trailers.COMPONENT: ref,
                     trailers.ENVIRONMENT: environment or "", trailers.KEY: key}

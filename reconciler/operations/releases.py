@@ -12,14 +12,15 @@ from collections.abc import Callable, Mapping
 
 from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.git.store import GitTree, Write
-from reconciler.load.loader import load_state
 from reconciler.model import trailers
 from reconciler.model.kinds import Build, Component, Pipeline, Release, Stage, State
 from reconciler.model.names import split_ref
 from reconciler.model.paths import build_path, release_path
 from reconciler.operations.common import (
     API_VERSION,
+    Base,
     Outcome,
+    base_state,
     checked,
     commit_message,
     now_utc,
@@ -64,7 +65,8 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        state = load_state(tree)
+        base = base_state(tree)
+        state = base.state
         component = state.component_named(ref)
         chosen = component.track(track) if track else component.tracks[0]
         if chosen is None:
@@ -92,13 +94,13 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
             with_release = {**changes, release_path(first.environment, component.project, component.name):
                             _release_document(component, commit, image, chosen.version, moment)}
             try:
-                deployed = checked(tree, with_release)
+                deployed = checked(tree, with_release, base.problems)
             except InvalidState as exc:
                 notes.append(f"not deployed to {first.environment}: {exc.problems[0].message}")
             else:
                 changes = with_release
         if deployed is None:
-            checked(tree, changes)
+            checked(tree, changes, base.problems)
         else:
             fields.update(_release_trailers(deployed, component, first.environment, commit,
                                               image))
@@ -123,18 +125,18 @@ def _newest_build(state: State, component: Component) -> Build:
     return max(builds, key=lambda b: (b.built_at, b.commit))
 
 
-def _release_write(tree: GitTree, state: State, component: Component, environment: str,
+def _release_write(tree: GitTree, base: Base, component: Component, environment: str,
                    build_commit: str, image: str, version: str, moment: datetime.datetime,
                    operation: str, subject: str, from_environment: str = "",
                    extra: Mapping[str, str] | None = None) -> Outcome:
-    current = state.releases.get((environment, component.project, component.name))
+    current = base.state.releases.get((environment, component.project, component.name))
     if current is not None and current.image == image and current.commit == build_commit:
         return Outcome(None, f"{environment} already runs {component.ref} "
                              f"{build_commit[:12]}: nothing to do")
     path = release_path(environment, component.project, component.name)
     changes: dict[str, bytes | None] = {
         path: _release_document(component, build_commit, image, version, moment)}
-    after = checked(tree, changes)
+    after = checked(tree, changes, base.problems)
     fields = {trailers.OPERATION: operation, **_release_trailers(
         after, component, environment, build_commit, image, from_environment), **(extra or {})}
     summary = f"{subject} ({version}, {image.split('@')[1][:19]})"
@@ -155,13 +157,14 @@ def deploy(ref: str, commit: str | None = None,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        state = load_state(tree)
+        base = base_state(tree)
+        state = base.state
         component = state.component_named(ref)
         build = (_find_build(state, component, commit) if commit
                  else _newest_build(state, component))
         pipeline = _pipeline(state, component)
         environment = pipeline.stages[0].environment
-        return _release_write(tree, state, component, environment, build.commit, build.image,
+        return _release_write(tree, base, component, environment, build.commit, build.image,
                               _version_of(component, build), moment, "deploy",
                               f"deploy {ref} to {environment}")
 
@@ -183,7 +186,8 @@ def promote(ref: str, environment: str, branch: bool,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        state = load_state(tree)
+        base = base_state(tree)
+        state = base.state
         component = state.component_named(ref)
         pipeline = _pipeline(state, component)
         stages = pipeline.environments
@@ -209,7 +213,7 @@ def promote(ref: str, environment: str, branch: bool,
                 raise ReconcilerError(
                     f"{ref} must soak in {previous} for {stage.soak_time} before {environment}:"
                     f" released there {source.released_at}, promotable from {timestamp(ready)}")
-        return _release_write(tree, state, component, environment, source.commit, source.image,
+        return _release_write(tree, base, component, environment, source.commit, source.image,
                               source.version, moment, "promote",
                               f"promote {ref} to {environment}", from_environment=previous,
                               extra=_branch_trailer(ref, environment, "promote", branch))
@@ -225,7 +229,8 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        state = load_state(tree)
+        base = base_state(tree)
+        state = base.state
         component = state.component_named(ref)
         stage = next((s for s in _pipeline(state, component).stages
                       if s.environment == environment), None)
@@ -243,7 +248,7 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
             raise ReconcilerError(f"no earlier release of {ref} in {environment}{wanted} in "
                                   "the history")
         target = earlier[0]
-        return _release_write(tree, state, component, environment, target.commit, target.image,
+        return _release_write(tree, base, component, environment, target.commit, target.image,
                               target.version, moment, "rollback",
                               f"rollback {ref} in {environment} to {target.commit[:12]}",
                               extra={trailers.ROLLED_BACK_FROM: current.commit,
