@@ -26,7 +26,8 @@ import pygit2
 from reconciler.git.store import transact
 from reconciler.operations.init import init_state_repo
 from reconciler.operations.releases import commit_message, promote
-from reconciler.queries.history import audit, events
+from reconciler.queries.audit import audit
+from reconciler.queries.history import events
 
 COMPONENTS = [("shop", "checkout", "v1.2"), ("shop", "catalog", "v1.4"),
               ("identity", "auth", "v3.1")]
@@ -74,7 +75,10 @@ def grow_history(path: Path, commits: int) -> None:
                         "From-Environment": STAGES[STAGES.index(stage) - 1]
                         if stage and stage != "development" else "",
                         "To-Environment": stage or "", "Image": image, "Source-Commit": sha,
-                        "Pipeline": "standard"}
+                        "Pipeline": "standard",
+                        # production requires a pull request: these arrive rebased from one
+                        "Pull-Request-Branch": f"promote/{project}/{component}/{stage}"
+                        if stage == "production" else ""}
             message = commit_message(f"{operation} {project}/{component}", trailers)
             moment += datetime.timedelta(minutes=1)
             when = pygit2.Signature("Bench", "bench@example.com", int(moment.timestamp()), 0)
@@ -109,8 +113,14 @@ def main() -> None:
         print(f"  {len(found)} events")  # type: ignore[arg-type]
         timed("history shop/checkout --env production", lambda: list(
             events(seed, "shop/checkout", "production")))
-        findings = timed("audit (replay every commit)", lambda: audit(seed))
+        cache = folder / "audit-cache"
+        findings = timed("audit, first run (replay every commit)",
+                         lambda: audit(seed, cache=cache))
         print(f"  {len(findings)} findings")  # type: ignore[arg-type]
+        timed("audit, re-run with nothing new", lambda: audit(seed, cache=cache))
+        grow_history(seed, 1)
+        again = timed("audit, re-run after one more commit", lambda: audit(seed, cache=cache))
+        print(f"  {len(again)} findings")  # type: ignore[arg-type]
         remote = folder / "remote.git"
         pygit2.clone_repository(str(seed), str(remote), bare=True)
         work = folder / "work"

@@ -251,3 +251,26 @@ def test_wrong_requests_are_errors(run: object, repo: Path, tmp_path: Path) -> N
     assert cli_in(other, "audit").errors == [
         f"error: {other} is not a state repo: organization.yaml is missing at HEAD"]
     assert cli_in(repo, "audit", "--since", "no-such-rev").exit_code == 1
+
+
+def test_the_audit_carries_on_from_its_cache(work: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli_in(work, "audit").exit_code == 0
+    saved = list((tmp_path / "cache/reconciler/audit").glob("*/*.json"))
+    assert len(saved) == 1, "the progress at the tip is kept outside the work tree"
+    register_checkout(work)
+    assert cli_in(work, "audit").exit_code == 0
+    newest = str(pygit2.Repository(str(work)).head.target)
+    progress = saved[0].parent / f"{newest}.json"
+    data = json.loads(progress.read_text())
+    data["findings"].append({"commit": newest, "path": PRODUCTION, "message": "from the cache",
+                             "notice": False})
+    progress.write_text(json.dumps(data))
+    assert any("from the cache" in e for e in cli_in(work, "audit").errors), \
+        "a re-run starts from the saved progress"
+    progress.write_text("{not json")
+    assert cli_in(work, "audit").exit_code == 0, "a broken cache is ignored"
+    for file in saved[0].parent.glob("*.json"):
+        file.unlink()
+    assert cli_in(work, "audit").exit_code == 0, "and a deleted one rebuilt"

@@ -12,11 +12,17 @@ are not findings; ``verbose`` lists them as notices.
 
 The first commit (or ``since``) is the trusted baseline: a repo that adopted the tool
 starts from whatever it held.
+
+The proof is incremental: what it knows after a commit (releases so far, findings) is kept
+in a cache keyed by that commit, outside the work tree and safe to delete, so a re-run after
+one new commit costs about one commit's work.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,8 +67,10 @@ Released = set[tuple[str, str, str, str]]
 
 
 def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
-          since: str | None = None, verbose: bool = False) -> list[Finding]:
-    """Every violation (and with ``verbose`` every hand edit, as a notice), oldest first."""
+          since: str | None = None, verbose: bool = False,
+          cache: Path | None = None) -> list[Finding]:
+    """Every violation (and with ``verbose`` every hand edit, as a notice), oldest first.
+    ``cache`` (default: the user's cache folder) keeps the proof's progress per commit."""
     repository = Repository(path)
     line = repository.first_parents(revision, since)
     if not line:
@@ -74,20 +82,60 @@ def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
     if environment is not None and repository.blob_id_at(
             tip, environment_path(environment)) is None:
         raise ReconcilerError(f"unknown environment {environment!r}")
-    released: Released = set()
-    baseline = line[0]
-    for file, _ in repository.changed(None, baseline.id):
-        _remember(repository, baseline.id, file, released)
-    findings: list[Finding] = []
-    for parent, info in itertools.pairwise(line):
+    store = _Cache(cache or default_cache(), line[0].id)
+    start, released, findings = store.resume(line)
+    if start == 0:
+        for file, _ in repository.changed(None, line[0].id):
+            _remember(repository, line[0].id, file, released)
+    for parent, info in itertools.pairwise(line[start:]):
         changes = repository.changed(parent.id, info.id)
-        found = _check_commit(repository, info, changes, released, verbose)
+        findings.extend(_check_commit(repository, info, changes, released))
         for file, status in changes:
             if status != "deleted":
                 _remember(repository, info.id, file, released)
-        findings.extend(f for f in found
-                        if environment is None or _environment_of(f.path) == environment)
-    return findings
+    store.save(tip, released, findings)
+    return [f for f in findings if (verbose or not f.notice)
+            and (environment is None or _environment_of(f.path) == environment)]
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reconciler" / "audit"
+
+
+class _Cache:
+    """The proof's progress after a commit: one JSON file per audited tip, per baseline."""
+
+    VERSION = "1"
+
+    def __init__(self, folder: Path, baseline: str) -> None:
+        self.folder = folder / f"v{self.VERSION}-{baseline}"
+
+    def resume(self, line: list[CommitInfo]) -> tuple[int, Released, list[Finding]]:
+        """Where to carry on: the newest commit of ``line`` with saved progress."""
+        for index in range(len(line) - 1, 0, -1):
+            try:
+                saved = json.loads((self.folder / f"{line[index].id}.json").read_text())
+                released = {tuple(entry) for entry in saved["released"]}
+                findings = [Finding(**entry) for entry in saved["findings"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            return index, released, findings
+        return 0, set(), []
+
+    def save(self, commit: str, released: Released, findings: list[Finding]) -> None:
+        """Keep the progress, best effort: an audit never fails for its cache."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target = self.folder / f"{commit}.json"
+            temporary = target.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"released": sorted(released),
+                                             "findings": [f.as_dict() for f in findings]}))
+            temporary.replace(target)
+            for old in sorted(self.folder.glob("*.json"), key=lambda f: f.stat().st_mtime)[:-8]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _environment_of(file: str) -> str | None:
@@ -104,7 +152,7 @@ def _remember(repository: Repository, commit: str, file: str, released: Released
 
 
 def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[str, str]],
-                  released: Released, verbose: bool) -> list[Finding]:
+                  released: Released) -> list[Finding]:
     found: list[Finding] = []
     operation = info.trailers.get(trailers.OPERATION, "")
     merged = _by_pull_request(info)
@@ -122,7 +170,7 @@ def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[
                                  f"{info.trailers.get(trailers.COMPONENT) or 'the state'}, "
                                  "but also changes this file")
                          for file, _ in changes if file not in allowed)
-    elif verbose and not merged and not operation:
+    elif not merged and not operation:
         found.extend(Finding(info.id, file, "changed by hand", notice=True)
                      for file, _ in changes)
     return found
