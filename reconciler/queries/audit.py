@@ -234,21 +234,42 @@ def _paths_of(info: CommitInfo) -> set[str] | None:
     return None
 
 
+_NAMES: dict[tuple[object, ...], str | None] = {}
+_PIPELINES: dict[object, Pipeline | None] = {}
+"""What decides a pipeline, by blob id: history repeats the same files again and again."""
+
+
 def _pipeline_at(repository: Repository, commit: str, project: str,
                  component: str) -> Pipeline | None:
     """The component's pipeline at ``commit``, by the model's own rule for which pipeline a
     component uses; None where the files at that commit don't say."""
-    documents = {path: yaml_mapping(repository.blob_at(commit, path)) for path in (
-        ORGANIZATION_FILE, project_path(project), component_path(project, component))}
+    paths = (ORGANIZATION_FILE, project_path(project), component_path(project, component))
+    key = tuple(repository.blob_id_at(commit, path) for path in paths)
+    if key not in _NAMES:
+        _NAMES[key] = _pipeline_name(repository, commit, project, paths)
+    name = _NAMES[key]
+    if name is None:
+        return None
+    blob = repository.blob_id_at(commit, pipeline_path(name))
+    if blob not in _PIPELINES:
+        try:
+            _PIPELINES[blob] = parse.pipeline(
+                yaml_mapping(repository.blob_at(commit, pipeline_path(name))) or {}, "")
+        except (KeyError, TypeError, AttributeError):
+            _PIPELINES[blob] = None
+    return _PIPELINES[blob]
+
+
+def _pipeline_name(repository: Repository, commit: str, project: str,
+                   paths: tuple[str, str, str]) -> str | None:
+    organization_file, project_file, component_file = paths
+    documents = {path: yaml_mapping(repository.blob_at(commit, path)) for path in paths}
     try:
-        organization = parse.organization(documents[ORGANIZATION_FILE] or {})
-        found = parse.component(project, documents[component_path(project, component)] or {},
-                                "")
+        organization = parse.organization(documents[organization_file] or {})
+        found = parse.component(project, documents[component_file] or {}, "")
         projects = {}
-        if documents[project_path(project)]:
-            projects[project] = parse.project(documents[project_path(project)] or {}, "")
-        name = State(organization, commit, projects=projects).component_pipeline(found)
-        return parse.pipeline(yaml_mapping(repository.blob_at(commit, pipeline_path(name)))
-                              or {}, "")
+        if documents[project_file]:
+            projects[project] = parse.project(documents[project_file] or {}, "")
+        return State(organization, commit, projects=projects).component_pipeline(found)
     except (KeyError, TypeError, AttributeError):
         return None
