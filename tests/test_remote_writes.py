@@ -5,13 +5,26 @@ require a pull request get one for rollbacks too; writers sharing one clone take
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pygit2
+import pytest
 
-from conftest import IDENTITY, cli_in, commit_and_push, file_at, refs, register_checkout, tip
+from conftest import (
+    IDENTITY,
+    cli_in,
+    commit_and_push,
+    file_at,
+    refs,
+    register_checkout,
+    tip,
+    wait_for,
+)
 
 HOOK = "#!/bin/sh\necho 'main is protected: open a pull request' >&2\nexit 1\n"
 
@@ -30,12 +43,48 @@ def test_a_remote_hook_that_refuses_is_reported_once_and_nothing_lands(work: Pat
         before = refs(remote)
         result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
         assert result.exit_code == 1
-        assert result.errors == [f"error: origin refused the push: {hook} hook declined"]
+        assert result.errors == [f"error: origin refused the push: {hook} hook declined; "
+                                 "nothing was written"]
         assert "remote: main is protected: open a pull request" in result.stderr
         assert "kept moving" not in result.stderr
         assert refs(remote) == before
         (remote / "hooks" / hook).unlink()
     assert cli_in(work, "config", "set", "shop/checkout", "FLAG=1").exit_code == 0
+
+
+@pytest.fixture
+def served(remote: Path, tmp_path: Path) -> Iterator[str]:
+    """The bare remote behind a real Git server (git daemon on the loopback)."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git for git daemon")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all",
+                               "--enable=receive-pack", f"--base-path={remote.parent}",
+                               "--listen=127.0.0.1", f"--port={port}", str(remote.parent)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"git://127.0.0.1:{port}/{remote.name}"
+    try:
+        wait_for(lambda: subprocess.run(["git", "ls-remote", url], capture_output=True,
+                                        timeout=5).returncode == 0, "git daemon serving")
+        yield url
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def test_a_git_server_that_refuses_is_reported_once_with_its_words(
+        served: str, remote: Path, tmp_path: Path) -> None:
+    install_hook(remote, "pre-receive")
+    work = Path(pygit2.clone_repository(served, str(tmp_path / "served-work")).workdir)
+    before = refs(remote)
+    result = cli_in(work, "config", "set", "shop/checkout", "FLAG=1")
+    assert result.exit_code == 1
+    assert result.errors == ["error: origin refused the push: pre-receive hook declined; nothing "
+                             "was written"]
+    assert "remote: main is protected: open a pull request" in result.stderr
+    assert refs(remote) == before
 
 
 def test_a_second_pull_request_for_the_same_stage_is_not_overwritten(work: Path,

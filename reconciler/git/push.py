@@ -77,7 +77,7 @@ def _push(remote: pygit2.Remote, refspec: str) -> None:
         if any(marker in message.lower() for marker in _MOVED):
             raise MovedRemote
         said = "".join(f"\n  remote: {line}" for line in callbacks.said)
-        raise ReconcilerError(f"origin refused the push: {message}{said}; nothing was written")
+        raise ReconcilerError(f"origin refused the push: {message}; nothing was written{said}")
 
 
 def _run_hooks(repository: pygit2.Repository, remote: pygit2.Remote, local: Path,
@@ -110,8 +110,8 @@ def _run_hooks(repository: pygit2.Repository, remote: pygit2.Remote, local: Path
             if done.returncode != 0:
                 said = "".join(f"\n  remote: {text}" for text in
                                (done.stderr + done.stdout).splitlines() if text.strip())
-                raise ReconcilerError(f"origin refused the push: {hook.name} hook declined"
-                                      f"{said}; nothing was written")
+                raise ReconcilerError(f"origin refused the push: {hook.name} hook declined; "
+                                      f"nothing was written{said}")
     finally:
         with contextlib.suppress(KeyError, pygit2.GitError):
             receiving.references.delete(quarantine)
