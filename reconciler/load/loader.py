@@ -8,6 +8,7 @@ the commit it was made from give identical results.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,7 +41,8 @@ def load_state_and_problems(reader: TreeReader) -> tuple[State, tuple[Problem, .
     missing or broken organization.yaml leaves nothing to load (``InvalidState``)."""
     loader = _Loader(reader)
     state = loader.load()
-    return state, tuple(sorted(set(loader.problems)))
+    problems = tuple(sorted(set(loader.problems)))
+    return dataclasses.replace(state, problems=problems), problems
 
 
 class _Loader:
@@ -131,7 +133,7 @@ class _Loader:
         self, valid: list[tuple[str, str, tuple[str, ...]]], files: frozenset[str],
         templates: dict[str, str],
     ) -> State:
-        parts: dict[str, dict[Any, Any]] = {
+        parts: dict[str, Any] = {
             name: {} for name in ("clusters", "pipelines", "environments", "projects",
                                   "components", "builds", "releases", "component_configs",
                                   "environment_configs", "secrets", "third_party")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import Problem, ReconcilerError
 from reconciler.model.names import split_ref
 
 ComponentType = Literal["service", "web-app", "scheduled-task", "manual-task", "proxy"]
@@ -279,6 +279,8 @@ class State:
     third_party: Mapping[str, ThirdPartyService] = field(default_factory=dict)
     templates: Mapping[str, str] = field(default_factory=dict)
     files: frozenset[str] = frozenset()
+    problems: tuple[Problem, ...] = ()
+    """What is wrong with it, when it was loaded leniently (a broken main being repaired)."""
 
     def project_pipelines(self, project: str) -> tuple[str, ...]:
         found = self.projects.get(project)

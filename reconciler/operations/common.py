@@ -42,10 +42,12 @@ def commit_message(subject: str, fields: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an operation decided, for the command's output."""
+    """What an operation decided, for the command's output, and the problems the state
+    still has after it (none new: a write that fixes or rolls back a broken main)."""
 
     write: Write | None
     summary: str
+    remaining: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ def run(repo: Path, operation: Operation, target_branch: str | None = None,
         return outcome.write
 
     written = transact(repo, attempt, target_branch=target_branch, replace=replace)
-    remaining: tuple[Problem, ...] = ()
-    if written is not None:
-        remaining = load_state_and_problems(GitTree(repo, written.commit))[1]
-    return Result(outcomes[-1].summary if outcomes else "nothing to do", written, remaining)
+    if not outcomes:
+        return Result("nothing to do", written)
+    return Result(outcomes[-1].summary, written,
+                  outcomes[-1].remaining if written is not None else ())
 

@@ -58,12 +58,12 @@ def config_edit(ref: str, environment: str | None, key: str,
                 env[key] = value
 
         changes: dict[str, bytes | None] = {path: edit_mapping(content, _CONFIG_TEMPLATE, edit)}
-        checked(tree, changes, base.problems)
+        after = checked(tree, changes, base.problems)
         verb = "set" if value is not None else "unset"
         fields = {trailers.OPERATION: f"config-{verb}", trailers.COMPONENT: ref,
                     trailers.ENVIRONMENT: environment or "", trailers.KEY: key}
         subject = f"config {verb} {ref} {key}" + (f" in {environment}" if environment else "")
-        return Outcome(Write(commit_message(subject, fields), changes), subject)
+        return Outcome(Write(commit_message(subject, fields), changes), subject, after.problems)
 
     return operation
 

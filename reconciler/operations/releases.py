@@ -100,15 +100,16 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
             else:
                 changes = with_release
         if deployed is None:
-            checked(tree, changes, base.problems)
+            after = checked(tree, changes, base.problems)
         else:
+            after = deployed
             fields.update(_release_trailers(deployed, component, first.environment, commit,
                                               image))
             subject += f" and deploy to {first.environment}"
             notes.append(f"deployed to {first.environment} (autoDeploy)")
         fields = {trailers.OPERATION: "build-register", **fields}
         summary = "; ".join([f"registered build {commit[:12]} of {ref}", *notes])
-        return Outcome(Write(commit_message(subject, fields), changes), summary)
+        return Outcome(Write(commit_message(subject, fields), changes), summary, after.problems)
 
     return operation
 
@@ -140,7 +141,7 @@ def _release_write(tree: GitTree, base: Base, component: Component, environment:
     fields = {trailers.OPERATION: operation, **_release_trailers(
         after, component, environment, build_commit, image, from_environment), **(extra or {})}
     summary = f"{subject} ({version}, {image.split('@')[1][:19]})"
-    return Outcome(Write(commit_message(subject, fields), changes), summary)
+    return Outcome(Write(commit_message(subject, fields), changes), summary, after.problems)
 
 
 def _version_of(component: Component, build: Build) -> str:

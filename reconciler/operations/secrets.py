@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reconciler import sops
-from reconciler.errors import ReconcilerError
+from reconciler.errors import Problem, ReconcilerError
 from reconciler.git.store import GitTree, Write
 from reconciler.load.readers import TreeReader
 from reconciler.model import trailers
@@ -49,8 +49,8 @@ def secret_set(ref: str, environment: str, key: str, value: str) -> Callable[[Gi
         path = secret_path(environment, component.project, component.name, key)
         changes: dict[str, bytes | None] = {
             path: _sealed(key, value, target.secret_recipients)}
-        checked(tree, changes, base.problems)
-        return _secret_write("set", ref, environment, key, changes)
+        after = checked(tree, changes, base.problems)
+        return _secret_write("set", ref, environment, key, changes, after.problems)
 
     return operation
 
@@ -68,18 +68,18 @@ def secret_unset(ref: str, environment: str, key: str) -> Callable[[GitTree], Ou
             return Outcome(None, f"{key} is not a secret of {ref} in {environment}: "
                                  "nothing to do")
         changes: dict[str, bytes | None] = {found.files[key].path: None}
-        checked(tree, changes, base.problems)
-        return _secret_write("unset", ref, environment, key, changes)
+        after = checked(tree, changes, base.problems)
+        return _secret_write("unset", ref, environment, key, changes, after.problems)
 
     return operation
 
 
 def _secret_write(verb: str, ref: str, environment: str, key: str,
-                  changes: dict[str, bytes | None]) -> Outcome:
+                  changes: dict[str, bytes | None], remaining: tuple[Problem, ...]) -> Outcome:
     fields = {trailers.OPERATION: f"secret-{verb}", trailers.COMPONENT: ref,
               trailers.ENVIRONMENT: environment, trailers.KEY: key}
     subject = f"secret {verb} {ref} {key} in {environment}"
-    return Outcome(Write(commit_message(subject, fields), changes), subject)
+    return Outcome(Write(commit_message(subject, fields), changes), subject, remaining)
 
 
 def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], Outcome]:
@@ -98,13 +98,13 @@ def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], 
             secret.path: _sealed(secret.key, sops.decrypt_secret(secret, keys, environment),
                                  target.secret_recipients)
             for secret in found}
-        checked(tree, changes, base.problems)
+        after = checked(tree, changes, base.problems)
         fields = {trailers.OPERATION: "secret-rotate", trailers.ENVIRONMENT: environment,
                     trailers.RECIPIENTS: str(len(target.secret_recipients))}
         subject = f"secret rotate {environment}: {len(changes)} files"
         return Outcome(Write(commit_message(subject, fields), changes),
                        f"re-encrypted {len(changes)} secrets of {environment} to "
-                       f"{len(target.secret_recipients)} recipients")
+                       f"{len(target.secret_recipients)} recipients", after.problems)
 
     return operation
 
@@ -132,14 +132,14 @@ def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree],
                 changes[secret_path(environment, project, component, key)] = _sealed(
                     key, value, recipients)
             changes[path] = None
-        checked(tree, changes, base.problems)
+        after = checked(tree, changes, base.problems)
         fields = {trailers.OPERATION: "secret-migrate", trailers.ENVIRONMENT: environment,
                     trailers.RECIPIENTS: str(len(recipients))}
         moved = len(changes) - len(legacy)
         subject = f"secret migrate {environment}: {moved} secrets, one file each"
         return Outcome(Write(commit_message(subject, fields), changes),
                        f"split {len(legacy)} {LEGACY_SECRETS_FILE} of {environment} into "
-                       f"{moved} files under secrets/")
+                       f"{moved} files under secrets/", after.problems)
 
     return operation
 
