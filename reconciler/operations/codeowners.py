@@ -35,8 +35,7 @@ def codeowners_text(state: State) -> str:
 
 def codeowners() -> Callable[[GitTree], Outcome]:
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         text = codeowners_text(state).encode()
         if "CODEOWNERS" in state.files and tree.read("CODEOWNERS", 1 << 20) == text:
             return Outcome(None, "CODEOWNERS is up to date: nothing to do")

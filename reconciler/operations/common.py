@@ -50,18 +50,11 @@ class Outcome:
     remaining: tuple[Problem, ...] = ()
 
 
-@dataclass(frozen=True)
-class Base:
-    """The state a write starts from, and the problems it already has (a broken main)."""
-
-    state: State
-    problems: tuple[Problem, ...]
-
-
-def base_state(tree: TreeReader) -> Base:
-    """The state at the branch tip, even when it has problems: a write that fixes main, or
-    only doesn't make it worse (a rollback), must not be refused because main is broken."""
-    return Base(*load_state_and_problems(tree))
+def base_state(tree: TreeReader) -> State:
+    """The state at the branch tip, with its problems if it has any: a write that fixes
+    main, or only doesn't make it worse (a rollback), must not be refused because main is
+    broken."""
+    return load_state_and_problems(tree)[0]
 
 
 def checked(tree: TreeReader, changes: Mapping[str, bytes | None],

@@ -27,8 +27,7 @@ def config_edit(ref: str, environment: str | None, key: str,
     """Set (``value``) or unset (None) one environment variable of a component's config."""
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         if environment is not None and environment not in state.environments:
             raise ReconcilerError(f"unknown environment {environment!r}")
@@ -58,7 +57,7 @@ def config_edit(ref: str, environment: str | None, key: str,
                 env[key] = value
 
         changes: dict[str, bytes | None] = {path: edit_mapping(content, _CONFIG_TEMPLATE, edit)}
-        after = checked(tree, changes, base.problems)
+        after = checked(tree, changes, state.problems)
         verb = "set" if value is not None else "unset"
         fields = {trailers.OPERATION: f"config-{verb}", trailers.COMPONENT: ref,
                     trailers.ENVIRONMENT: environment or "", trailers.KEY: key}

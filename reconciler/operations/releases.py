@@ -18,7 +18,6 @@ from reconciler.model.names import split_ref
 from reconciler.model.paths import build_path, release_path
 from reconciler.operations.common import (
     API_VERSION,
-    Base,
     Outcome,
     base_state,
     checked,
@@ -65,8 +64,7 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         chosen = component.track(track) if track else component.tracks[0]
         if chosen is None:
@@ -94,13 +92,13 @@ def build_register(ref: str, commit: str, image: str, track: str | None,
             with_release = {**changes, release_path(first.environment, component.project, component.name):
                             _release_document(component, commit, image, chosen.version, moment)}
             try:
-                deployed = checked(tree, with_release, base.problems)
+                deployed = checked(tree, with_release, state.problems)
             except InvalidState as exc:
                 notes.append(f"not deployed to {first.environment}: {exc.problems[0].message}")
             else:
                 changes = with_release
         if deployed is None:
-            after = checked(tree, changes, base.problems)
+            after = checked(tree, changes, state.problems)
         else:
             after = deployed
             fields.update(_release_trailers(deployed, component, first.environment, commit,
@@ -126,18 +124,18 @@ def _newest_build(state: State, component: Component) -> Build:
     return max(builds, key=lambda b: (b.built_at, b.commit))
 
 
-def _release_write(tree: GitTree, base: Base, component: Component, environment: str,
+def _release_write(tree: GitTree, state: State, component: Component, environment: str,
                    build_commit: str, image: str, version: str, moment: datetime.datetime,
                    operation: str, subject: str, from_environment: str = "",
                    extra: Mapping[str, str] | None = None) -> Outcome:
-    current = base.state.releases.get((environment, component.project, component.name))
+    current = state.releases.get((environment, component.project, component.name))
     if current is not None and current.image == image and current.commit == build_commit:
         return Outcome(None, f"{environment} already runs {component.ref} "
                              f"{build_commit[:12]}: nothing to do")
     path = release_path(environment, component.project, component.name)
     changes: dict[str, bytes | None] = {
         path: _release_document(component, build_commit, image, version, moment)}
-    after = checked(tree, changes, base.problems)
+    after = checked(tree, changes, state.problems)
     fields = {trailers.OPERATION: operation, **_release_trailers(
         after, component, environment, build_commit, image, from_environment), **(extra or {})}
     summary = f"{subject} ({version}, {image.split('@')[1][:19]})"
@@ -158,14 +156,13 @@ def deploy(ref: str, commit: str | None = None,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         build = (_find_build(state, component, commit) if commit
                  else _newest_build(state, component))
         pipeline = _pipeline(state, component)
         environment = pipeline.stages[0].environment
-        return _release_write(tree, base, component, environment, build.commit, build.image,
+        return _release_write(tree, state, component, environment, build.commit, build.image,
                               _version_of(component, build), moment, "deploy",
                               f"deploy {ref} to {environment}")
 
@@ -187,8 +184,7 @@ def promote(ref: str, environment: str, branch: bool,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         pipeline = _pipeline(state, component)
         stages = pipeline.environments
@@ -214,7 +210,7 @@ def promote(ref: str, environment: str, branch: bool,
                 raise ReconcilerError(
                     f"{ref} must soak in {previous} for {stage.soak_time} before {environment}:"
                     f" released there {source.released_at}, promotable from {timestamp(ready)}")
-        return _release_write(tree, base, component, environment, source.commit, source.image,
+        return _release_write(tree, state, component, environment, source.commit, source.image,
                               source.version, moment, "promote",
                               f"promote {ref} to {environment}", from_environment=previous,
                               extra=_branch_trailer(ref, environment, "promote", branch))
@@ -230,8 +226,7 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         stage = next((s for s in _pipeline(state, component).stages
                       if s.environment == environment), None)
@@ -249,7 +244,7 @@ def rollback(ref: str, environment: str, history: list[Release], to: str | None,
             raise ReconcilerError(f"no earlier release of {ref} in {environment}{wanted} in "
                                   "the history")
         target = earlier[0]
-        return _release_write(tree, base, component, environment, target.commit, target.image,
+        return _release_write(tree, state, component, environment, target.commit, target.image,
                               target.version, moment, "rollback",
                               f"rollback {ref} in {environment} to {target.commit[:12]}",
                               extra={trailers.ROLLED_BACK_FROM: current.commit,

@@ -36,8 +36,7 @@ def secret_set(ref: str, environment: str, key: str, value: str) -> Callable[[Gi
     no private key is needed, because no other secret shares the file."""
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         target = state.environment_named(environment)
         if not ENV_NAME.fullmatch(key):
@@ -49,7 +48,7 @@ def secret_set(ref: str, environment: str, key: str, value: str) -> Callable[[Gi
         path = secret_path(environment, component.project, component.name, key)
         changes: dict[str, bytes | None] = {
             path: _sealed(key, value, target.secret_recipients)}
-        after = checked(tree, changes, base.problems)
+        after = checked(tree, changes, state.problems)
         return _secret_write("set", ref, environment, key, changes, after.problems)
 
     return operation
@@ -59,8 +58,7 @@ def secret_unset(ref: str, environment: str, key: str) -> Callable[[GitTree], Ou
     """Delete one secret's file."""
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         component = state.component_named(ref)
         state.environment_named(environment)
         found = state.secrets.get((environment, component.project, component.name))
@@ -68,7 +66,7 @@ def secret_unset(ref: str, environment: str, key: str) -> Callable[[GitTree], Ou
             return Outcome(None, f"{key} is not a secret of {ref} in {environment}: "
                                  "nothing to do")
         changes: dict[str, bytes | None] = {found.files[key].path: None}
-        after = checked(tree, changes, base.problems)
+        after = checked(tree, changes, state.problems)
         return _secret_write("unset", ref, environment, key, changes, after.problems)
 
     return operation
@@ -87,8 +85,7 @@ def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], 
     keys, in one commit (needs a private key that decrypts them all)."""
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
-        state = base.state
+        state = base_state(tree)
         target = state.environment_named(environment)
         found = [secret for key, component in sorted(state.secrets.items())
                  if key[0] == environment for secret in component.files.values()]
@@ -98,7 +95,7 @@ def secret_rotate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree], 
             secret.path: _sealed(secret.key, sops.decrypt_secret(secret, keys, environment),
                                  target.secret_recipients)
             for secret in found}
-        after = checked(tree, changes, base.problems)
+        after = checked(tree, changes, state.problems)
         fields = {trailers.OPERATION: "secret-rotate", trailers.ENVIRONMENT: environment,
                     trailers.RECIPIENTS: str(len(target.secret_recipients))}
         subject = f"secret rotate {environment}: {len(changes)} files"
@@ -115,7 +112,7 @@ def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree],
     private key that decrypts the old files)."""
 
     def operation(tree: GitTree) -> Outcome:
-        base = base_state(tree)
+        state = base_state(tree)
         legacy = {path: found for path, is_link in sorted(tree.entries()) if not is_link
                   and (found := legacy_secrets(path)) is not None and found[0] == environment}
         environment_file = environment_path(environment)
@@ -132,7 +129,7 @@ def secret_migrate(environment: str, keys: Sequence[Any]) -> Callable[[GitTree],
                 changes[secret_path(environment, project, component, key)] = _sealed(
                     key, value, recipients)
             changes[path] = None
-        after = checked(tree, changes, base.problems)
+        after = checked(tree, changes, state.problems)
         fields = {trailers.OPERATION: "secret-migrate", trailers.ENVIRONMENT: environment,
                     trailers.RECIPIENTS: str(len(recipients))}
         moved = len(changes) - len(legacy)
