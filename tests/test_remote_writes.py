@@ -171,3 +171,6 @@ def test_a_broken_main_can_be_repaired_with_the_tool(work: Path, remote: Path) -
     assert cli_in(work, "promote", "shop/checkout", "--to", "staging").exit_code == 0
     rollback = cli_in(work, "rollback", "shop/checkout", "--env", "staging")
     assert rollback.exit_code == 0, rollback.stderr
+    unreadable = cli_in(work, "promote", "shop/reindex", "--to", "production")
+    assert unreadable.errors == ["error: shop/reindex's pipeline 'fast-lane' does not load: fix "
+                                 "pipelines/fast-lane.yaml first"]

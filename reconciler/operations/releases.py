@@ -15,7 +15,7 @@ from reconciler.git.store import GitTree, Write
 from reconciler.model import trailers
 from reconciler.model.kinds import Build, Component, Pipeline, Release, Stage, State
 from reconciler.model.names import split_ref
-from reconciler.model.paths import build_path, release_path
+from reconciler.model.paths import build_path, pipeline_path, release_path
 from reconciler.operations.common import (
     API_VERSION,
     Outcome,
@@ -31,7 +31,12 @@ from reconciler.yamlio import mapping_document
 
 
 def _pipeline(state: State, component: Component) -> Pipeline:
-    return state.pipelines[state.component_pipeline(component)]
+    name = state.component_pipeline(component)
+    found = state.pipelines.get(name)
+    if found is None:  # only on a broken main: the pipeline's file does not load
+        raise ReconcilerError(f"{component.ref}'s pipeline {name!r} does not load: fix "
+                              f"{pipeline_path(name)} first")
+    return found
 
 
 def _release_document(component: Component, commit: str, image: str, version: str,
@@ -42,6 +47,13 @@ def _release_document(component: Component, commit: str, image: str, version: st
         "releasedAt": timestamp(moment)})
 
 
+def _release_id(state: State, component: Component, environment: str) -> str:
+    """The release id, when the state renders (on a broken main it may not: no id then)."""
+    if state.problems:
+        return ""
+    return release_ids(state, environment).get((component.project, component.name), "")
+
+
 def _release_trailers(state: State, component: Component, environment: str, build_commit: str,
                       image: str, from_environment: str = "") -> dict[str, str]:
     return {
@@ -50,7 +62,7 @@ def _release_trailers(state: State, component: Component, environment: str, buil
         trailers.TO_ENVIRONMENT: environment,
         trailers.IMAGE: image,
         trailers.SOURCE_COMMIT: build_commit,
-        trailers.RELEASE: release_ids(state, environment).get((component.project, component.name), ""),
+        trailers.RELEASE: _release_id(state, component, environment),
         trailers.PIPELINE: state.component_pipeline(component),
     }
 
