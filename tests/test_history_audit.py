@@ -123,6 +123,8 @@ def test_a_promotion_pull_request_passes_the_audit_and_shows_in_history(
     assert event["merged_by"] == "Reviewer"
     expected = "release" if how == "squash with the title only" else "promote"
     assert event["operation"] == expected
+    if expected == "promote":
+        assert event["pull_request_branch"] == "promote/shop/checkout/production"
 
 
 def test_a_repo_that_adopted_the_tool_by_hand_passes(repo: Path, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ class Event:
     pipeline: str
     key: str = ""
     merged_by: str = ""
+    pull_request_branch: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -56,7 +57,8 @@ def _event(info: CommitInfo, fields: Mapping[str, str], author: str = "") -> Eve
         to_environment=fields.get(trailers.TO_ENVIRONMENT, fields.get(trailers.ENVIRONMENT, "")),
         image=fields.get(trailers.IMAGE, ""), source_commit=fields.get(trailers.SOURCE_COMMIT, ""),
         release=fields.get(trailers.RELEASE, ""), pipeline=fields.get(trailers.PIPELINE, ""),
-        key=fields.get(trailers.KEY, ""))
+        key=fields.get(trailers.KEY, ""),
+        pull_request_branch=fields.get(trailers.PULL_REQUEST_BRANCH, ""))
 
 
 def events(path: Path, component: str | None = None, environment: str | None = None,
