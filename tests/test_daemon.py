@@ -9,6 +9,8 @@ own environment (so its own namespaces and status) and its own Lease."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import signal
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,6 +39,7 @@ from reconciler.reconcile import SYSTEM_NAMESPACE
 from conftest import LiveEnv, clone, commit_all, commit_and_push, edit, wait_for
 
 HOUR = 3600.0
+SECRET = b"webhook-secret"
 
 
 def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
@@ -62,18 +66,27 @@ class Running:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples on /metrics (0 if absent)."""
+    def metric(self, name: str, label: str = "") -> float:
+        """The sum of a metric's samples on /metrics (0 if absent), only those whose labels
+        include ``label`` if given."""
         total = 0.0
         for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name) and line[len(name)] in "{ ":
+            if line.startswith(name) and line[len(name)] in "{ " and label in line:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def hook(self) -> int:
-        request = urllib.request.Request(self.url("/hooks/git"), data=b"{}", method="POST")
-        with urllib.request.urlopen(request) as response:
-            return int(response.status)
+    def hook(self, secret: bytes = SECRET, headers: dict[str, str] | None = None) -> int:
+        """POST /hooks/git as GitHub sends it, signed with ``secret``."""
+        body = b'{"ref": "refs/heads/main"}'
+        signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(
+            self.url("/hooks/git"), data=body, method="POST",
+            headers=headers if headers is not None else {"X-Hub-Signature-256": signature})
+        try:
+            with urllib.request.urlopen(request) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
     def stop(self) -> None:
         self.daemon.stop()
@@ -89,7 +102,7 @@ def daemons() -> Iterator[Callable[..., Running]]:
               identity: str = "replica") -> Running:
         daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), keys_of(live),
                         interval=interval, identity=identity, wait_timeout=60,
-                        lease_name=f"lease-{live.name}")
+                        lease_name=f"lease-{live.name}", webhook_secret=SECRET)
         running.append(Running(daemon))
         return running[-1]
 
@@ -219,7 +232,8 @@ def test_the_daemon_backs_off_exponentially_on_errors(
     delays = [r.retry_in for r in caplog.records if hasattr(r, "retry_in")][:3]
     assert delays == [2.0, 4.0, 8.0]
     status, body = running.get("/readyz")
-    assert (status, body) == (503, "not ready\n")
+    assert status == 503
+    assert body.startswith("not ready: the state at ") and "clusters/prod-eu.yaml" in body
     assert running.metric("reconciler_reconcile_total") == 0
     assert status_of(api_client, committed.name) == {}, "nothing was applied"
 
@@ -254,3 +268,65 @@ def test_run_stops_cleanly_on_sigterm(committed: LiveEnv) -> None:
     assert process.returncode == 0, err
     lines = [line for line in err.splitlines() if line.startswith("{")]
     assert any('"message": "stopped"' in line for line in lines), err
+
+
+def test_the_webhook_needs_the_shared_secret(committed: LiveEnv, api_client: ApiClient,
+                                             daemons: Callable[..., Running]) -> None:
+    running = daemons(committed.repo, committed, api_client)
+    assert running.hook(secret=b"wrong") == 401
+    assert running.hook(headers={}) == 401
+    assert running.hook(headers={"X-Gitlab-Token": "wrong"}) == 401
+    assert running.hook(headers={"X-Gitlab-Token": SECRET.decode()}) == 202
+    assert running.hook(headers={"Authorization": f"Bearer {SECRET.decode()}"}) == 202
+    assert running.hook() == 202
+
+
+def test_a_daemon_started_on_a_broken_tip_applies_once_it_is_fixed(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
+    edit(committed.repo, "pipelines/standard.yaml", "stages:", "owner: nobody\nstages:")
+    commit_all(committed.repo, "break the state")
+    running = daemons(committed.repo, committed, api_client)
+    wait_for(lambda: "pipelines/standard.yaml" in running.get("/readyz")[1],
+             "not ready, with the reason")
+    assert running.get("/readyz")[0] == 503
+    assert running.get("/healthz")[0] == 200, "alive all the same"
+    edit(committed.repo, "pipelines/standard.yaml", "owner: nobody\n", "")
+    fixed = commit_all(committed.repo, "fix the state")
+    applied(api_client, committed, fixed, "the fixed commit applied")
+    wait_for(lambda: running.get("/readyz")[0] == 200, "ready once applied")
+
+
+def test_a_broken_environment_does_not_block_the_others(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
+    running = daemons(committed.repo, committed, api_client)
+    applied(api_client, committed, commit_of(committed.repo), "the first commit applied")
+    release = f"environments/{committed.name}/shop/catalog/release.yaml"
+    image = next(line for line in (committed.repo / release).read_text().splitlines()
+                 if line.startswith("image:"))
+    edit(committed.repo, release, image,
+         "image: registry.acme.example/shop/catalog@sha256:" + "f" * 64)
+    edit(committed.repo, "environments/staging/shop/checkout/config.yaml", "env:",
+         "env:\n  STAGING_ONLY: 'yes'")
+    broken = commit_all(committed.repo, "break one environment, change another")
+    wait_for(lambda: status_of(api_client, "staging").get("commit") == broken,
+             "staging applied the new commit", timeout=120)
+    wait_for(lambda: "digest differs" in status_of(api_client, committed.name).get("error", ""),
+             "the broken environment reports its problem")
+    assert status_of(api_client, committed.name)["commit"] == broken
+    assert f"failing environments: {committed.name}" in running.get("/readyz")[1]
+
+
+def test_the_interval_is_honoured(committed: LiveEnv, api_client: ApiClient,
+                                  daemons: Callable[..., Running]) -> None:
+    running = daemons(committed.repo, committed, api_client, interval=12)
+    applied(api_client, committed, commit_of(committed.repo), "the first apply")
+    passes = f'environment="{committed.name}"'
+    wait_for(lambda: running.metric("reconciler_reconcile_total", passes) > 0, "a pass counted")
+    first = running.metric("reconciler_reconcile_total", passes)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert running.metric("reconciler_reconcile_total", passes) == first, \
+            "no pass before the interval"
+        time.sleep(0.5)
+    wait_for(lambda: running.metric("reconciler_reconcile_total", passes) > first,
+             "the next pass after the interval", timeout=30)

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 
 from reconciler.cli.base import KUBECONFIG, age_keys, cli, decryptor, output_option, print_rows, state_of
-from reconciler.daemon.loop import Daemon, json_logging
-from reconciler.errors import ReconcilerError
+from reconciler.daemon.loop import Daemon
+from reconciler.daemon.metrics import json_logging, log
+from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow
-from reconciler.load.loader import load_state
-from reconciler.reconcile import apply_clusters, connect_cluster, diff_clusters
+from reconciler.kube.client import connect
+from reconciler.load.loader import load_state_and_problems
+from reconciler.reconcile import apply_clusters, diff_clusters
 
 
 @cli.command("apply")
@@ -71,35 +73,84 @@ def diff_command(ctx: click.Context, environment: str, cluster: str | None,
         ctx.exit(1)
 
 
+def _cluster_context(repo: Path, cluster: str) -> str | None:
+    """The kubeconfig context of ``cluster`` from the newest commit that says; a state that
+    does not load (or a remote that is down) at start-up does not stop the daemon, which
+    then uses the default context (in a pod: its own service account) and keeps trying."""
+    try:
+        state, problems = load_state_and_problems(GitTree(repo, follow(repo)))
+    except ReconcilerError as exc:
+        log.warning("cannot read the state at start-up; using the default context",
+                    extra={"error": str(exc)})
+        return None
+    if cluster in state.clusters:
+        return state.clusters[cluster].context
+    if not problems:
+        raise ReconcilerError(f"unknown cluster {cluster!r} (clusters: "
+                              f"{', '.join(sorted(state.clusters))})")
+    log.warning("the cluster's file does not load; using the default context",
+                extra={"cluster": cluster, "problems": [str(p) for p in problems]})
+    return None
+
+
 @cli.command("run")
 @click.option("--cluster", required=True, help="The cluster this daemon runs in (clusters/).")
-@click.option("--interval", type=float, default=60, show_default=True,
-              help="Seconds between fetches and drift checks.")
+@click.option("--interval", type=click.FloatRange(min=1), default=180, show_default=True,
+              help="Seconds between full drift checks; new commits (webhook, fetch, a local "
+                   "repo's refs) start a pass at once.")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True,
-              help="Address for /healthz, /readyz, /metrics and POST /hooks/git.")
+              help="Address for /healthz, /readyz, /metrics (and POST /hooks/git unless "
+                   "--webhook-listen is given).")
+@click.option("--webhook-listen", metavar="ADDR", help="A separate address for POST /hooks/git.")
+@click.option("--webhook-secret-file", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="RECONCILER_WEBHOOK_SECRET_FILE",
+              help="The webhook's shared secret: GitHub's X-Hub-Signature-256, GitLab's "
+                   "X-Gitlab-Token or Authorization: Bearer. Without it the webhook refuses "
+                   "every request (401).")
+@click.option("--lease-duration", type=click.IntRange(min=3), default=15, show_default=True,
+              help="Seconds a leader's Lease lasts; a standby takes over only after seeing it "
+                   "unchanged this long.")
+@click.option("--renew-deadline", type=click.FloatRange(min=1), default=10, show_default=True,
+              help="Seconds a leader keeps leading (and writing) without renewing.")
+@click.option("--retry-period", type=click.FloatRange(min=0.5), default=2, show_default=True,
+              help="Seconds between attempts to acquire or renew the Lease.")
 @click.option("--clone-from", metavar="URL", help="Clone the state repo from URL into --repo "
               "first when --repo does not exist yet.")
 @KUBECONFIG
 @click.pass_context
 def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
+                webhook_listen: str | None, webhook_secret_file: Path | None,
+                lease_duration: int, renew_deadline: float, retry_period: float,
                 clone_from: str | None, kubeconfig: Path | None) -> None:
     """Keep CLUSTER in step with the state repo: follow it, apply every environment that
     includes CLUSTER, prune, wait for health, heal drift every --interval. One replica holds a
-    Lease and applies; others stand by. Logs JSON lines; stops cleanly on SIGTERM."""
+    Lease and applies; others stand by. Never exits on bad input: a commit that does not
+    load, an unreachable remote or API server is reported and retried, each environment on
+    its own. Logs JSON lines; stops cleanly on SIGTERM."""
+    if not retry_period < renew_deadline < lease_duration:
+        raise UsageError("need --retry-period < --renew-deadline < --lease-duration")
+    secret = None
+    if webhook_secret_file is not None:
+        try:
+            secret = webhook_secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise ReconcilerError(f"cannot read --webhook-secret-file {webhook_secret_file}: "
+                                  f"{exc.strerror}") from None
     repo: Path = ctx.obj["repo"]
     if not repo.exists() and clone_from:
         clone_bare(clone_from, repo)
     json_logging()
-    state = load_state(GitTree(repo, follow(repo)))
-    if cluster not in state.clusters:
-        raise ReconcilerError(f"unknown cluster {cluster!r} (clusters: "
-                              f"{', '.join(sorted(state.clusters))})")
-    daemon = Daemon(repo, cluster, connect_cluster(state, cluster, kubeconfig),
-                    lambda: age_keys(ctx), interval=interval)
-    server = daemon.serve(listen)
+    context = _cluster_context(repo, cluster)
+    daemon = Daemon(repo, cluster, connect(context, kubeconfig), lambda: age_keys(ctx),
+                    interval=interval, lease=(lease_duration, renew_deadline, retry_period),
+                    webhook_secret=secret)
+    servers = [daemon.serve(listen, webhook=webhook_listen is None)]
+    if webhook_listen is not None:
+        servers.append(daemon.serve(webhook_listen, probes=False))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     try:
         daemon.run()
     finally:
-        server.shutdown()
+        for server in servers:
+            server.shutdown()

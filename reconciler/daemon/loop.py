@@ -11,7 +11,6 @@ Serves /healthz, /readyz and Prometheus /metrics, logs JSON lines, backs off on 
 from __future__ import annotations
 
 import http.server
-import logging
 import os
 import socket
 import threading
@@ -21,18 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
-from pythonjsonlogger.json import JsonFormatter
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler import sops
+from reconciler.daemon.http import serve
+from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import ReconcilerError
 from reconciler.git.store import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
-from reconciler.load.loader import load_state
+from reconciler.load.loader import load_state_and_problems
+from reconciler.model.kinds import State
 from reconciler.model.names import MANAGED_BY
+from reconciler.model.paths import classify
 from reconciler.reconcile import (
     SYSTEM_NAMESPACE,
     Result,
@@ -40,47 +41,15 @@ from reconciler.reconcile import (
     ensure_system_namespace,
 )
 
-log = logging.getLogger("reconciler.daemon")
 MAX_BACKOFF = 300.0
 _WRITES = ("created", "modified", "moved", "deleted")
 
 
-def json_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"asctime": "time", "levelname": "level"}))
-    root = logging.getLogger("reconciler")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = prometheus_client.CollectorRegistry()
-        labels = ["environment"]
-        self.reconciles = prometheus_client.Counter(
-            "reconciler_reconcile_total", "Reconcile passes", [*labels, "result"],
-            registry=self.registry)
-        self.duration = prometheus_client.Histogram(
-            "reconciler_reconcile_duration_seconds", "Duration of a reconcile pass", labels,
-            registry=self.registry)
-        self.errors = prometheus_client.Counter(
-            "reconciler_errors_total", "Failed reconcile passes", labels, registry=self.registry)
-        self.applied = prometheus_client.Counter(
-            "reconciler_objects_applied_total", "Objects created or configured", labels,
-            registry=self.registry)
-        self.pruned = prometheus_client.Counter(
-            "reconciler_objects_pruned_total", "Objects deleted because they left the render",
-            labels, registry=self.registry)
-        self.drifted = prometheus_client.Counter(
-            "reconciler_objects_drifted_total", "Objects changed in the cluster and healed",
-            labels, registry=self.registry)
-        self.last_commit = prometheus_client.Gauge(
-            "reconciler_last_applied_commit_info", "The state commit last applied (value 1)",
-            [*labels, "commit"], registry=self.registry)
-        self.leader = prometheus_client.Gauge(
-            "reconciler_leader", "1 while this replica holds the lease", registry=self.registry)
+def _environment_of(path: str) -> str:
+    """The environment a problem's file belongs to ('' for files every environment uses)."""
+    kind, names = classify(path)
+    return names[0] if kind in ("Environment", "Release", "Config", "Secrets") and \
+        path.startswith("environments/") else ""
 
 
 @dataclass
@@ -89,11 +58,15 @@ class Daemon:
     cluster: str
     client: KubeClient
     decrypt_keys: Callable[[], Any]
-    interval: float = 60.0
+    interval: float = 180.0
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     wait_timeout: float = 300.0
     metrics: Metrics = field(default_factory=Metrics)
     lease_name: str = ""
+    lease: tuple[int, float, float] = (15, 10.0, 2.0)
+    """Lease duration, renew deadline and retry period, in seconds (client-go's defaults)."""
+    webhook_secret: bytes | None = None
+    """Shared secret of POST /hooks/git; without one the webhook refuses every request."""
 
     def __post_init__(self) -> None:
         self.stopping = threading.Event()
@@ -101,18 +74,21 @@ class Daemon:
         self.ready = threading.Event()
         self.is_leader = False
         self.applied: dict[str, str] = {}
+        self.attempted: dict[str, str] = {}
+        self.backoff: dict[str, tuple[int, float]] = {}
+        """environment -> (consecutive failures, when to try again)"""
         self.failures = 0
+        self.problem = ""
+        duration, renew_deadline, retry_period = self.lease
         self.election = LeaderElection(self.client, SYSTEM_NAMESPACE,
                                        self.lease_name or f"reconciler-{self.cluster}",
-                                       self.identity)
+                                       self.identity, duration, renew_deadline, retry_period)
 
     # --- the loop ---
 
     def run(self) -> None:
-        ensure_system_namespace(self.client)
         observer = self._watch_local_repo()
-        leadership = threading.Thread(target=self.election.run,
-                                      args=(self.stopping, self._leadership_changed), daemon=True)
+        leadership = threading.Thread(target=self._lead, daemon=True)
         leadership.start()
         log.info("started", extra={"cluster": self.cluster, "identity": self.identity})
         try:
@@ -131,6 +107,20 @@ class Daemon:
         self.stopping.set()
         self.trigger.set()
 
+    def _lead(self) -> None:
+        """The election, on its own thread: the Lease lives in the system namespace, which
+        must exist first (an API server that is down is retried, never fatal)."""
+        while not self.stopping.is_set():
+            try:
+                ensure_system_namespace(self.client)
+                break
+            except ReconcilerError as exc:
+                self.problem = str(exc)
+                log.error("cannot reach the cluster", extra={"error": str(exc)})
+                self.ready.set()
+                self.stopping.wait(self.election.retry_period)
+        self.election.run(self.stopping, self._leadership_changed)
+
     def _leadership_changed(self, leading: bool) -> None:
         """Called by the election's own thread: a new leader reconciles at once."""
         self.is_leader = leading
@@ -140,40 +130,93 @@ class Daemon:
         self.trigger.set()
 
     def step(self) -> float:
-        """One pass if this replica leads; returns how long to wait before the next one."""
+        """One pass if this replica leads; returns how long to wait before the next one.
+
+        Nothing here ends the daemon: a commit that does not load, an unreachable remote or
+        API server is reported (log, /readyz, metrics, status) and retried with backoff,
+        and what was applied before stays in the cluster untouched."""
         if not self.is_leader:
             return self.interval
         try:
             commit = follow(self.repo)
-            self.reconcile(commit)
-            self.failures = 0
-            self.ready.set()
-            return self.interval
+            ensure_system_namespace(self.client)
+            state, problems = load_state_and_problems(GitTree(self.repo, commit))
         except ReconcilerError as exc:
-            self.failures += 1
-            delay = min(MAX_BACKOFF, 2.0 ** self.failures)
-            log.error("reconcile failed", extra={"error": str(exc), "retry_in": delay})
-            return delay
-
-    def reconcile(self, commit: str) -> None:
-        state = load_state(GitTree(self.repo, commit))
-        environments = sorted(name for name, env in state.environments.items()
-                              if self.cluster in env.clusters)
-        for environment in environments:
-            started = time.monotonic()
-            new_commit = self.applied.get(environment) != commit
+            return self._failed("", "", str(exc))
+        by_environment: dict[str, list[str]] = {}
+        for problem in problems:
+            by_environment.setdefault(_environment_of(problem.path), []).append(str(problem))
+        if by_environment.get(""):
+            return self._failed("", commit, f"the state at {commit[:12]} is invalid: "
+                                f"{by_environment[''][0]}", by_environment[""])
+        self.problem = ""
+        self.failures = 0
+        now = time.monotonic()
+        for environment in sorted(name for name, env in state.environments.items()
+                                  if self.cluster in env.clusters):
+            backoff = self.backoff.get(environment)
+            if backoff and backoff[1] > now and self.attempted.get(environment) == commit:
+                continue  # still backing off this environment, and nothing new to try
+            self.attempted[environment] = commit
+            if not self.is_leader or self.stopping.is_set():
+                break  # leadership lost: no more writes
+            found = by_environment.get(environment)
+            if found:
+                self._environment_failed(environment, commit, found[0], found)
+                continue
             try:
-                result = apply_environment(
-                    state, environment, self.cluster, self.client,
-                    decrypt=sops.decryptor(self.decrypt_keys, environment),
-                    wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
-                    cancelled=lambda: self._superseded(commit))
+                self._reconcile(state, environment, commit)
             except ReconcilerError as exc:
-                self.metrics.errors.labels(environment).inc()
-                self.metrics.reconciles.labels(environment, "error").inc()
-                self._record(environment, commit, None, str(exc))
-                raise
-            self._observe(environment, commit, result, new_commit, time.monotonic() - started)
+                self._environment_failed(environment, commit, str(exc))
+            else:
+                self.backoff.pop(environment, None)
+        self.ready.set()
+        waits = [retry - time.monotonic() for _, retry in self.backoff.values()]
+        return max(0.0, min([self.interval, *waits]))
+
+    def _failed(self, environment: str, commit: str, error: str,
+                details: list[str] | None = None) -> float:
+        """A whole pass failed (nothing to apply from): back off, keep what runs."""
+        self.failures += 1
+        self.problem = error
+        delay = min(MAX_BACKOFF, 2.0 ** self.failures)
+        self.metrics.errors.labels("").inc()
+        log.error("reconcile failed", extra={"error": error, "problems": details or [error],
+                                              "commit": commit, "retry_in": delay})
+        self.ready.set()
+        return delay
+
+    def _environment_failed(self, environment: str, commit: str, error: str,
+                            details: list[str] | None = None) -> None:
+        """One environment failed: only it backs off; the others carry on."""
+        failures = self.backoff.get(environment, (0, 0.0))[0] + 1
+        delay = min(MAX_BACKOFF, 2.0 ** failures)
+        self.backoff[environment] = (failures, time.monotonic() + delay)
+        self.metrics.errors.labels(environment).inc()
+        self.metrics.reconciles.labels(environment, "error").inc()
+        self._record(environment, commit, None, error)
+        log.error("reconcile failed", extra={"environment": environment, "commit": commit,
+                                              "error": error, "problems": details or [error],
+                                              "retry_in": delay})
+
+    def _reconcile(self, state: State, environment: str, commit: str) -> None:
+        started = time.monotonic()
+        new_commit = self.applied.get(environment) != commit
+        result = apply_environment(
+            state, environment, self.cluster, self.client,
+            decrypt=sops.decryptor(self.decrypt_keys, environment),
+            wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
+            cancelled=lambda: self._superseded(commit))
+        self._observe(environment, commit, result, new_commit, time.monotonic() - started)
+
+    def not_ready(self) -> str:
+        """Why this replica is not ready ('' when it is): for /readyz."""
+        if not self.ready.is_set():
+            return "starting"
+        if self.problem:
+            return self.problem
+        failing = sorted(self.backoff)
+        return f"failing environments: {', '.join(failing)}" if failing else ""
 
     def _superseded(self, commit: str) -> bool:
         """Stop waiting for ``commit``'s health: stopping, leadership lost, or a newer commit
@@ -251,44 +294,8 @@ class Daemon:
         observer.start()
         return observer
 
-    # --- HTTP: probes, metrics, webhook ---
-
-    def serve(self, address: str) -> http.server.ThreadingHTTPServer:
-        host, _, port = address.rpartition(":")
-        daemon = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self._reply(200, b"ok\n")
-                elif self.path == "/readyz":
-                    ready = daemon.ready.is_set() and daemon.failures == 0
-                    self._reply(200 if ready else 503, b"ok\n" if ready else b"not ready\n")
-                elif self.path == "/metrics":
-                    self._reply(200, prometheus_client.generate_latest(daemon.metrics.registry),
-                                prometheus_client.CONTENT_TYPE_LATEST)
-                else:
-                    self._reply(404, b"not found\n")
-
-            def do_POST(self) -> None:
-                if self.path != "/hooks/git":
-                    self._reply(404, b"not found\n")
-                    return
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(min(length, 1 << 20))
-                daemon.trigger.set()
-                self._reply(202, b"fetching\n")
-
-            def _reply(self, status: int, body: bytes, kind: str = "text/plain") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("http", extra={"request": format % args})
-
-        server = http.server.ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
+    def serve(self, address: str, probes: bool = True,
+              webhook: bool = True) -> http.server.ThreadingHTTPServer:
+        """Serve /healthz, /readyz and /metrics (``probes``) and POST /hooks/git
+        (``webhook``) on ``address``; the two can listen apart."""
+        return serve(self, address, probes, webhook)

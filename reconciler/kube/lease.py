@@ -1,7 +1,8 @@
 """Leader election with a coordination.k8s.io Lease, so replicas never apply at once.
 
-As client-go does it: the holder renews the Lease on its own clock (every third of its
-duration), whatever else it is doing; a candidate takes it over only once it has seen the
+As client-go does it: the holder renews the Lease on its own clock (every retry period),
+whatever else it is doing, and stops leading when it could not renew for the renew
+deadline; a candidate takes it over only once it has seen the
 same record, unchanged, for a whole duration, measured on its own monotonic clock, so clock
 skew between nodes cannot cause two leaders. Every write carries the resourceVersion read,
 so two candidates racing for an expired Lease cannot both win.
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, KubeError
 from reconciler.kube.inventory import ObjectRef
 
@@ -37,17 +39,25 @@ def _parse(text: str | None) -> datetime.datetime | None:
 
 class LeaderElection:
     def __init__(self, client: KubeClient, namespace: str, name: str, identity: str,
-                 duration_seconds: int = 15) -> None:
+                 duration_seconds: int = 15, renew_deadline: float = 10.0,
+                 retry_period: float = 2.0) -> None:
+        """As client-go: the Lease lasts ``duration_seconds``; the holder tries to renew
+        every ``retry_period`` and stops leading (and writing) when it has not managed to
+        for ``renew_deadline``, before anyone else may take the Lease over."""
+        if not 0 < retry_period < renew_deadline < duration_seconds:
+            raise ValueError("need 0 < retry period < renew deadline < lease duration")
         self.client = client
         self.ref = ObjectRef(API_VERSION, "Lease", namespace, name)
         self.identity = identity
         self.duration = duration_seconds
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
         self._observed: tuple[Any, ...] = ()
         self._observed_at = 0.0
 
     def run(self, stopping: threading.Event, changed: Callable[[bool], None]) -> None:
-        """Acquire and renew every third of the duration until ``stopping``; ``changed`` is
-        called with the new state whenever leadership is gained or lost."""
+        """Acquire or renew every retry period until ``stopping``; ``changed`` is called
+        with the new state whenever leadership is gained or lost."""
         leading = False
         last_renewal = 0.0
         while not stopping.is_set():
@@ -55,14 +65,14 @@ class LeaderElection:
                 now_leading = self.try_acquire_or_renew()
                 if now_leading:
                     last_renewal = time.monotonic()
-            except KubeError:
-                # An unreachable API server: keep leading only while the Lease we hold
-                # cannot have expired for anyone else.
-                now_leading = leading and time.monotonic() - last_renewal < self.duration * 2 / 3
+            except ReconcilerError:
+                # The API server did not answer: keep leading only until the renew deadline,
+                # well before the Lease we hold can expire for anyone else.
+                now_leading = leading and time.monotonic() - last_renewal < self.renew_deadline
             if now_leading != leading:
                 leading = now_leading
                 changed(leading)
-            stopping.wait(self.duration / 3)
+            stopping.wait(self.retry_period)
         if leading:
             self.release()
             changed(False)

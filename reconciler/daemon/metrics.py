@@ -1,0 +1,48 @@
+"""What the daemon tells its operators: JSON log lines and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import prometheus_client
+from pythonjsonlogger.json import JsonFormatter
+
+log = logging.getLogger("reconciler.daemon")
+
+
+def json_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                       rename_fields={"asctime": "time", "levelname": "level"}))
+    root = logging.getLogger("reconciler")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        labels = ["environment"]
+        self.reconciles = prometheus_client.Counter(
+            "reconciler_reconcile_total", "Reconcile passes", [*labels, "result"],
+            registry=self.registry)
+        self.duration = prometheus_client.Histogram(
+            "reconciler_reconcile_duration_seconds", "Duration of a reconcile pass", labels,
+            registry=self.registry)
+        self.errors = prometheus_client.Counter(
+            "reconciler_errors_total", "Failed reconcile passes", labels, registry=self.registry)
+        self.applied = prometheus_client.Counter(
+            "reconciler_objects_applied_total", "Objects created or configured", labels,
+            registry=self.registry)
+        self.pruned = prometheus_client.Counter(
+            "reconciler_objects_pruned_total", "Objects deleted because they left the render",
+            labels, registry=self.registry)
+        self.drifted = prometheus_client.Counter(
+            "reconciler_objects_drifted_total", "Objects changed in the cluster and healed",
+            labels, registry=self.registry)
+        self.last_commit = prometheus_client.Gauge(
+            "reconciler_last_applied_commit_info", "The state commit last applied (value 1)",
+            [*labels, "commit"], registry=self.registry)
+        self.leader = prometheus_client.Gauge(
+            "reconciler_leader", "1 while this replica holds the lease", registry=self.registry)
