@@ -99,10 +99,10 @@ def daemons() -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def start(repo: Path, live: LiveEnv, api_client: ApiClient, interval: float = HOUR,
-              identity: str = "replica") -> Running:
+              identity: str = "replica", secret: bytes | Path = SECRET) -> Running:
         daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), keys_of(live),
                         interval=interval, identity=identity, wait_timeout=60,
-                        lease_name=f"lease-{live.name}", webhook_secret=SECRET)
+                        lease_name=f"lease-{live.name}", webhook_secret=secret)
         running.append(Running(daemon))
         return running[-1]
 
@@ -271,8 +271,12 @@ def test_run_stops_cleanly_on_sigterm(committed: LiveEnv) -> None:
 
 
 def test_the_webhook_needs_the_shared_secret(committed: LiveEnv, api_client: ApiClient,
-                                             daemons: Callable[..., Running]) -> None:
-    running = daemons(committed.repo, committed, api_client)
+                                             daemons: Callable[..., Running],
+                                             tmp_path: Path) -> None:
+    secret_file = tmp_path / "webhook-secret"
+    running = daemons(committed.repo, committed, api_client, secret=secret_file)
+    assert running.hook() == 401, "no secret mounted yet: the webhook refuses"
+    secret_file.write_bytes(SECRET + b"\n")
     assert running.hook(secret=b"wrong") == 401
     assert running.hook(headers={}) == 401
     assert running.hook(headers={"X-Gitlab-Token": "wrong"}) == 401

@@ -105,8 +105,8 @@ def _cluster_context(repo: Path, cluster: str) -> str | None:
 @click.option("--webhook-secret-file", type=click.Path(dir_okay=False, path_type=Path),
               envvar="RECONCILER_WEBHOOK_SECRET_FILE",
               help="The webhook's shared secret: GitHub's X-Hub-Signature-256, GitLab's "
-                   "X-Gitlab-Token or Authorization: Bearer. Without it the webhook refuses "
-                   "every request (401).")
+                   "X-Gitlab-Token or Authorization: Bearer; read at each request. Without "
+                   "it (or while the file is missing) the webhook refuses every request (401).")
 @click.option("--lease-duration", type=click.IntRange(min=3), default=15, show_default=True,
               help="Seconds a leader's Lease lasts; a standby takes over only after seeing it "
                    "unchanged this long.")
@@ -129,13 +129,6 @@ def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
     its own. Logs JSON lines; stops cleanly on SIGTERM."""
     if not retry_period < renew_deadline < lease_duration:
         raise UsageError("need --retry-period < --renew-deadline < --lease-duration")
-    secret = None
-    if webhook_secret_file is not None:
-        try:
-            secret = webhook_secret_file.read_bytes().strip()
-        except OSError as exc:
-            raise ReconcilerError(f"cannot read --webhook-secret-file {webhook_secret_file}: "
-                                  f"{exc.strerror}") from None
     repo: Path = ctx.obj["repo"]
     if not repo.exists() and clone_from:
         clone_bare(clone_from, repo)
@@ -143,7 +136,7 @@ def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
     context = _cluster_context(repo, cluster)
     daemon = Daemon(repo, cluster, connect(context, kubeconfig), lambda: age_keys(ctx),
                     interval=interval, lease=(lease_duration, renew_deadline, retry_period),
-                    webhook_secret=secret)
+                    webhook_secret=webhook_secret_file)
     servers = [daemon.serve(listen, webhook=webhook_listen is None)]
     if webhook_listen is not None:
         servers.append(daemon.serve(webhook_listen, probes=False))

@@ -71,7 +71,7 @@ def serve(daemon: Daemon, address: str, probes: bool = True,
                 return
             body = self.rfile.read(length)
             headers = {key.lower(): value for key, value in self.headers.items()}
-            if not webhook_authentic(daemon.webhook_secret, headers, body):
+            if not webhook_authentic(daemon.webhook_key(), headers, body):
                 log.warning("webhook refused", extra={"from": self.client_address[0]})
                 self._reply(401, b"unauthenticated\n")
                 return

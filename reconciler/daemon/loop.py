@@ -65,8 +65,17 @@ class Daemon:
     lease_name: str = ""
     lease: tuple[int, float, float] = (15, 10.0, 2.0)
     """Lease duration, renew deadline and retry period, in seconds (client-go's defaults)."""
-    webhook_secret: bytes | None = None
-    """Shared secret of POST /hooks/git; without one the webhook refuses every request."""
+    webhook_secret: bytes | Path | None = None
+    """Shared secret of POST /hooks/git, or a file holding it (read at each request, so a
+    rotated or late-mounted Secret counts); without one the webhook refuses every request."""
+
+    def webhook_key(self) -> bytes | None:
+        if isinstance(self.webhook_secret, Path):
+            try:
+                return self.webhook_secret.read_bytes().strip() or None
+            except OSError:
+                return None
+        return self.webhook_secret
 
     def __post_init__(self) -> None:
         self.stopping = threading.Event()
