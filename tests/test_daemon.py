@@ -334,3 +334,32 @@ def test_the_interval_is_honoured(committed: LiveEnv, api_client: ApiClient,
         time.sleep(0.5)
     wait_for(lambda: running.metric("reconciler_reconcile_total", passes) > first,
              "the next pass after the interval", timeout=30)
+
+
+def test_a_health_wait_longer_than_the_lease_keeps_one_leader(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
+    edit(committed.repo, f"environments/{committed.name}/shop/checkout/config.yaml",
+         "kind: Config", 'kind: Config\nresources: {cpu: "500"}')  # unschedulable: never ready
+    commit_all(committed.repo, "a rollout that cannot finish")
+    first = daemons(committed.repo, committed, api_client, identity="replica-1")
+    second = daemons(committed.repo, committed, api_client, identity="replica-2")
+    coordination = kubernetes.client.CoordinationV1Api(api_client)
+
+    def holder() -> str:
+        try:
+            return str(coordination.read_namespaced_lease(
+                f"lease-{committed.name}", SYSTEM_NAMESPACE).spec.holder_identity or "")
+        except kubernetes.client.ApiException:
+            return ""
+
+    wait_for(lambda: holder() in ("replica-1", "replica-2"), "a leader")
+    leader, standby = (first, second) if holder() == "replica-1" else (second, first)
+    apps = kubernetes.client.AppsV1Api(api_client)
+    wait_for(lambda: bool(apps.list_namespaced_deployment(committed.shop()).items),
+             "the leader applying, then waiting for a rollout that cannot finish")
+    deadline = time.monotonic() + 25  # well past the 15 s Lease
+    while time.monotonic() < deadline:
+        assert holder() == leader.daemon.identity, "the Lease stays with the waiting leader"
+        assert standby.metric("reconciler_leader") == 0
+        assert standby.metric("reconciler_objects_applied_total") == 0, "only one writes"
+        time.sleep(1)
