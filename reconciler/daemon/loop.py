@@ -151,12 +151,12 @@ class Daemon:
             ensure_system_namespace(self.client)
             state, problems = load_state_and_problems(GitTree(self.repo, commit))
         except ReconcilerError as exc:
-            return self._failed("", "", str(exc))
+            return self._failed("", str(exc))
         by_environment: dict[str, list[str]] = {}
         for problem in problems:
             by_environment.setdefault(_environment_of(problem.path), []).append(str(problem))
         if by_environment.get(""):
-            return self._failed("", commit, f"the state at {commit[:12]} is invalid: "
+            return self._failed(commit, f"the state at {commit[:12]} is invalid: "
                                 f"{by_environment[''][0]}", by_environment[""])
         self.problem = ""
         self.failures = 0
@@ -183,8 +183,7 @@ class Daemon:
         waits = [retry - time.monotonic() for _, retry in self.backoff.values()]
         return max(0.0, min([self.interval, *waits]))
 
-    def _failed(self, environment: str, commit: str, error: str,
-                details: list[str] | None = None) -> float:
+    def _failed(self, commit: str, error: str, details: list[str] | None = None) -> float:
         """A whole pass failed (nothing to apply from): back off, keep what runs."""
         self.failures += 1
         self.problem = error
