@@ -30,7 +30,9 @@ from conftest import LiveEnv, controlplane_module, edit, wait_for
 
 
 def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
-    """kind/name -> resourceVersion of what the tool renders into a namespace."""
+    """kind/name -> what changes when the tool writes an object it renders into a namespace:
+    the resourceVersion, or for a Deployment (whose status the controllers keep updating)
+    its generation, labels and annotations."""
     apps = kubernetes.client.AppsV1Api(api)
     core = kubernetes.client.CoreV1Api(api)
     found: dict[str, str] = {}
@@ -38,8 +40,13 @@ def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
                         ("Service", core.list_namespaced_service(namespace).items),
                         ("ConfigMap", core.list_namespaced_config_map(namespace).items)):
         for item in items:
-            if item.metadata.name != "kube-root-ca.crt":
-                found[f"{kind}/{item.metadata.name}"] = item.metadata.resource_version
+            metadata = item.metadata
+            if metadata.name == "kube-root-ca.crt":
+                continue
+            found[f"{kind}/{metadata.name}"] = (
+                f"{metadata.generation} {sorted((metadata.labels or {}).items())} "
+                f"{sorted((metadata.annotations or {}).items())}" if kind == "Deployment"
+                else metadata.resource_version)
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from reconciler.errors import ReconcilerError
 from reconciler.kube.inventory import ObjectRef
+
+_DISCOVERY_ATTEMPTS = 10
+_DISCOVERY_PAUSE = 0.5
 
 
 class KubeError(ReconcilerError):
@@ -70,10 +74,17 @@ class KubeClient:
         with self._lock:
             if self._dynamic is None:
                 self._dynamic = self._call(lambda: DynamicClient(self.api))
-        try:
-            return self._dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError:
-            raise KubeError(f"the cluster has no {kind} in {api_version}") from None
+        for _ in range(_DISCOVERY_ATTEMPTS):
+            try:
+                return self._dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                raise KubeError(f"the cluster has no {kind} in {api_version}") from None
+            except KeyError:
+                # A group being registered right now (a CRD just established) can show in
+                # discovery before its resources do; the client then fails on the gap.
+                time.sleep(_DISCOVERY_PAUSE)
+        raise KubeError(f"the cluster's discovery of {api_version} is incomplete (a CRD being "
+                        "registered?); try again")
 
     def _call(self, action: Any) -> Any:
         try:
