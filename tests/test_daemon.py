@@ -140,6 +140,20 @@ def scale_catalog(repo: Path, replicas: int) -> None:
          "resources: {cpu: 100m", f"replicas: {replicas}\nresources: {{cpu: 100m")
 
 
+def lease_holder(api_client: ApiClient, live: LiveEnv) -> Callable[[], str]:
+    """Who holds the test's Lease now, as the API server says."""
+    coordination = kubernetes.client.CoordinationV1Api(api_client)
+
+    def holder() -> str:
+        try:
+            return str(coordination.read_namespaced_lease(
+                f"lease-{live.name}", SYSTEM_NAMESPACE).spec.holder_identity or "")
+        except kubernetes.client.ApiException:
+            return ""
+
+    return holder
+
+
 def remote_and_follower(live: LiveEnv, tmp_path: Path) -> tuple[Path, Path]:
     remote = tmp_path / "remote.git"
     pygit2.clone_repository(str(live.repo), str(remote), bare=True)
@@ -199,14 +213,7 @@ def test_two_replicas_elect_one_leader_and_the_standby_takes_over(
         committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
     first = daemons(committed.repo, committed, api_client, identity="replica-1")
     second = daemons(committed.repo, committed, api_client, identity="replica-2")
-    coordination = kubernetes.client.CoordinationV1Api(api_client)
-
-    def holder() -> str:
-        try:
-            return str(coordination.read_namespaced_lease(
-                f"lease-{committed.name}", SYSTEM_NAMESPACE).spec.holder_identity or "")
-        except kubernetes.client.ApiException:
-            return ""
+    holder = lease_holder(api_client, committed)
 
     wait_for(lambda: holder() in ("replica-1", "replica-2"), "a leader")
     leader, standby = (first, second) if holder() == "replica-1" else (second, first)
@@ -343,14 +350,7 @@ def test_a_health_wait_longer_than_the_lease_keeps_one_leader(
     commit_all(committed.repo, "a rollout that cannot finish")
     first = daemons(committed.repo, committed, api_client, identity="replica-1")
     second = daemons(committed.repo, committed, api_client, identity="replica-2")
-    coordination = kubernetes.client.CoordinationV1Api(api_client)
-
-    def holder() -> str:
-        try:
-            return str(coordination.read_namespaced_lease(
-                f"lease-{committed.name}", SYSTEM_NAMESPACE).spec.holder_identity or "")
-        except kubernetes.client.ApiException:
-            return ""
+    holder = lease_holder(api_client, committed)
 
     wait_for(lambda: holder() in ("replica-1", "replica-2"), "a leader")
     leader, standby = (first, second) if holder() == "replica-1" else (second, first)

@@ -131,7 +131,14 @@ def _locked(local: Path | None) -> Iterator[None]:
     if local is None:
         yield
         return
-    with open(local / "reconciler-push.lock", "a") as lock:
+    with file_lock(local / "reconciler-push.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (and threads) for as long as the block runs."""
+    with open(path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

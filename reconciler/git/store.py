@@ -6,8 +6,6 @@ commit without a checkout and every write goes through one place.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import random
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 import pygit2
 
 from reconciler.errors import ReconcilerError
-from reconciler.git.push import MovedRemote, push
+from reconciler.git.push import MovedRemote, file_lock, push
 
 _LINK_MODE = pygit2.enums.FileMode.LINK
 _BLOB_MODES = (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE)
@@ -179,7 +177,7 @@ def transact(path: Path, operation: Operation, *, branch: str | None = None,
     clone take turns.
     """
     repository = open_repository(path)
-    with _one_writer(Path(repository.path)):
+    with file_lock(Path(repository.path) / "reconciler-write.lock"):  # one writer per clone
         return _transact(repository, path, operation, branch or main_branch(repository),
                          target_branch, replace, attempts)
 
@@ -239,15 +237,6 @@ def _unmerged_pull_request(repository: pygit2.Repository, branch: str, target: s
                           "pass --replace to overwrite it; nothing was written")
 
 
-@contextlib.contextmanager
-def _one_writer(git_dir: Path) -> Iterator[None]:
-    """Writes from one clone take turns (they share its refs and index)."""
-    with open(git_dir / "reconciler-write.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _fetch(remote: pygit2.Remote) -> None:
