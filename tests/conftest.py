@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib.util
 import shutil
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +24,9 @@ from kubernetes.client import ApiClient
 
 from reconciler import sops
 from reconciler.cli import cli
+from reconciler.daemon.loop import Daemon
 from reconciler.operations.init import init_state_repo
+from reconciler.reconcile import SYSTEM_NAMESPACE
 from reconciler.render.engine import Decrypt
 
 HEADER = "apiVersion: reconciler/v1\n"
@@ -276,3 +283,68 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.25)
+
+
+# --- The daemon as an operator sees it ---
+
+SECRET = b"webhook-secret"
+
+
+def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
+    """The daemon's age keys: the one the example's development secrets are encrypted to."""
+    return lambda: sops.identities(live.age_key)
+
+
+class Running:
+    """A daemon on its own thread, with its HTTP endpoints, as an operator sees it."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.server = daemon.serve("127.0.0.1:0")
+        self.thread = threading.Thread(target=daemon.run, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path)) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str, label: str = "") -> float:
+        """The sum of a metric's samples on /metrics (0 if absent), only those whose labels
+        include ``label`` if given."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name) and line[len(name)] in "{ " and label in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def hook(self, secret: bytes = SECRET, headers: dict[str, str] | None = None) -> int:
+        """POST /hooks/git as GitHub sends it, signed with ``secret``."""
+        body = b'{"ref": "refs/heads/main"}'
+        signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(
+            self.url("/hooks/git"), data=body, method="POST",
+            headers=headers if headers is not None else {"X-Hub-Signature-256": signature})
+        try:
+            with urllib.request.urlopen(request) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(timeout=30)
+        self.server.shutdown()
+
+
+def status_of(api: ApiClient, environment: str) -> dict[str, str]:
+    try:
+        return kubernetes.client.CoreV1Api(api).read_namespaced_config_map(
+            f"status-{environment}", SYSTEM_NAMESPACE).data or {}
+    except kubernetes.client.ApiException:
+        return {}

@@ -9,89 +9,42 @@ own environment (so its own namespaces and status) and its own Lease."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import kubernetes
 import pygit2
 import pytest
 from kubernetes.client import ApiClient
 
-from reconciler import sops
 from reconciler.daemon.loop import Daemon
 from reconciler.git.store import clone_bare
 from reconciler.kube.client import KubeClient
 from reconciler.reconcile import SYSTEM_NAMESPACE
 
-from conftest import LiveEnv, clone, commit_all, commit_and_push, edit, wait_for
+from conftest import (
+    SECRET,
+    LiveEnv,
+    Running,
+    clone,
+    commit_all,
+    commit_and_push,
+    edit,
+    keys_of,
+    status_of,
+    wait_for,
+)
 
 HOUR = 3600.0
-SECRET = b"webhook-secret"
-
-
-def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
-    """The daemon's age keys: the one the example's development secrets are encrypted to."""
-    return lambda: sops.identities(live.age_key)
-
-
-class Running:
-    """A daemon on its own thread, with its HTTP endpoints, as an operator sees it."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.server = daemon.serve("127.0.0.1:0")
-        self.thread = threading.Thread(target=daemon.run, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url(path)) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def metric(self, name: str, label: str = "") -> float:
-        """The sum of a metric's samples on /metrics (0 if absent), only those whose labels
-        include ``label`` if given."""
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name) and line[len(name)] in "{ " and label in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def hook(self, secret: bytes = SECRET, headers: dict[str, str] | None = None) -> int:
-        """POST /hooks/git as GitHub sends it, signed with ``secret``."""
-        body = b'{"ref": "refs/heads/main"}'
-        signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-        request = urllib.request.Request(
-            self.url("/hooks/git"), data=body, method="POST",
-            headers=headers if headers is not None else {"X-Hub-Signature-256": signature})
-        try:
-            with urllib.request.urlopen(request) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.thread.join(timeout=30)
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -99,9 +52,10 @@ def daemons() -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def start(repo: Path, live: LiveEnv, api_client: ApiClient, interval: float = HOUR,
-              identity: str = "replica", secret: bytes | Path = SECRET) -> Running:
+              identity: str = "replica", secret: bytes | Path = SECRET,
+              wait_timeout: float = 60) -> Running:
         daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), keys_of(live),
-                        interval=interval, identity=identity, wait_timeout=60,
+                        interval=interval, identity=identity, wait_timeout=wait_timeout,
                         lease_name=f"lease-{live.name}", webhook_secret=secret)
         running.append(Running(daemon))
         return running[-1]
@@ -115,14 +69,6 @@ def daemons() -> Iterator[Callable[..., Running]]:
 def committed(live: LiveEnv) -> LiveEnv:
     commit_all(live.repo, "rename development for this test")
     return live
-
-
-def status_of(api: ApiClient, environment: str) -> dict[str, str]:
-    try:
-        return kubernetes.client.CoreV1Api(api).read_namespaced_config_map(
-            f"status-{environment}", SYSTEM_NAMESPACE).data or {}
-    except kubernetes.client.ApiException:
-        return {}
 
 
 def commit_of(repo: Path) -> str:
@@ -325,6 +271,22 @@ def test_a_broken_environment_does_not_block_the_others(
              "the broken environment reports its problem")
     assert status_of(api_client, committed.name)["commit"] == broken
     assert f"failing environments: {committed.name}" in running.get("/readyz")[1]
+
+
+def test_a_slow_environment_does_not_delay_the_others(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
+    edit(committed.repo, f"environments/{committed.name}/shop/checkout/config.yaml",
+         "kind: Config", 'kind: Config\nresources: {cpu: "500"}')  # unschedulable: never ready
+    slow = commit_all(committed.repo, "a rollout that cannot finish, beside a healthy staging")
+    assert committed.name < "staging", "the slow environment comes first in name order"
+    daemons(committed.repo, committed, api_client, wait_timeout=HOUR)
+    apps = kubernetes.client.AppsV1Api(api_client)
+    wait_for(lambda: bool(apps.list_namespaced_deployment(committed.shop()).items),
+             "the slow environment applied, and waiting for its rollout")
+    wait_for(lambda: status_of(api_client, "staging").get("commit") == slow,
+             "staging applied and healthy while the other environment still waits", timeout=60)
+    assert status_of(api_client, "staging")["health"] == "Healthy"
+    assert status_of(api_client, committed.name).get("commit") != slow, "still waiting"
 
 
 def test_the_interval_is_honoured(committed: LiveEnv, api_client: ApiClient,

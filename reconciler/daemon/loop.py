@@ -14,7 +14,6 @@ import http.server
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from reconciler import sops
+from reconciler import __version__
+from reconciler.daemon.environment import MAX_BACKOFF, EnvironmentWorker, Offer
 from reconciler.daemon.http import serve
 from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import ReconcilerError
@@ -31,17 +31,9 @@ from reconciler.git.store import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
 from reconciler.load.loader import load_state_and_problems
-from reconciler.model.kinds import State
-from reconciler.model.names import MANAGED_BY
 from reconciler.model.paths import classify
-from reconciler.reconcile import (
-    SYSTEM_NAMESPACE,
-    Result,
-    apply_environment,
-    ensure_system_namespace,
-)
+from reconciler.reconcile import SYSTEM_NAMESPACE, ensure_system_namespace
 
-MAX_BACKOFF = 300.0
 _WRITES = ("created", "modified", "moved", "deleted")
 
 
@@ -78,20 +70,21 @@ class Daemon:
         return self.webhook_secret
 
     def __post_init__(self) -> None:
+        # The API server's audit log then tells which replica sent each request.
+        self.client.api.user_agent = f"reconciler/{__version__} ({self.identity})"
         self.stopping = threading.Event()
         self.trigger = threading.Event()
         self.ready = threading.Event()
         self.is_leader = False
-        self.applied: dict[str, str] = {}
-        self.attempted: dict[str, str] = {}
-        self.backoff: dict[str, tuple[int, float]] = {}
-        """environment -> (consecutive failures, when to try again)"""
+        self.workers: dict[str, EnvironmentWorker] = {}
         self.failures = 0
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
         self.election = LeaderElection(self.client, SYSTEM_NAMESPACE,
                                        self.lease_name or f"reconciler-{self.cluster}",
                                        self.identity, duration, renew_deadline, retry_period)
+        self.writer = self.client.guarded(self._may_write)
+        """Every write but the Lease's goes through this: none is sent unless leading."""
 
     # --- the loop ---
 
@@ -109,6 +102,10 @@ class Daemon:
             if observer is not None:
                 observer.stop()
             self.stopping.set()
+            for worker in self.workers.values():
+                worker.stop()
+            for worker in self.workers.values():
+                worker.join(timeout=self.election.duration)
             leadership.join(timeout=self.election.duration)
             log.info("stopped", extra={"cluster": self.cluster})
 
@@ -139,16 +136,18 @@ class Daemon:
         self.trigger.set()
 
     def step(self) -> float:
-        """One pass if this replica leads; returns how long to wait before the next one.
+        """If this replica leads: load the tip and offer it to every environment of the
+        cluster; returns how long to wait before the next full pass (the interval).
 
         Nothing here ends the daemon: a commit that does not load, an unreachable remote or
         API server is reported (log, /readyz, metrics, status) and retried with backoff,
-        and what was applied before stays in the cluster untouched."""
+        and what was applied before stays in the cluster untouched. Each environment is
+        then applied, waited for and backed off on its own worker."""
         if not self.is_leader:
             return self.interval
         try:
             commit = follow(self.repo)
-            ensure_system_namespace(self.client)
+            ensure_system_namespace(self.writer)
             state, problems = load_state_and_problems(GitTree(self.repo, commit))
         except ReconcilerError as exc:
             return self._failed("", str(exc))
@@ -160,28 +159,19 @@ class Daemon:
                                 f"{by_environment[''][0]}", by_environment[""])
         self.problem = ""
         self.failures = 0
-        now = time.monotonic()
         for environment in sorted(name for name, env in state.environments.items()
                                   if self.cluster in env.clusters):
-            backoff = self.backoff.get(environment)
-            if backoff and backoff[1] > now and self.attempted.get(environment) == commit:
-                continue  # still backing off this environment, and nothing new to try
-            self.attempted[environment] = commit
-            if not self.is_leader or self.stopping.is_set():
-                break  # leadership lost: no more writes
-            found = by_environment.get(environment)
-            if found:
-                self._environment_failed(environment, commit, found[0], found)
-                continue
-            try:
-                self._reconcile(state, environment, commit)
-            except ReconcilerError as exc:
-                self._environment_failed(environment, commit, str(exc))
-            else:
-                self.backoff.pop(environment, None)
+            if environment not in self.workers:
+                self.workers[environment] = EnvironmentWorker(
+                    environment, self.cluster, self.writer, self.decrypt_keys, self.metrics,
+                    self.wait_timeout, self._may_write)
+            self.workers[environment].offer(
+                Offer(commit, state, tuple(by_environment.get(environment, ()))))
         self.ready.set()
-        waits = [retry - time.monotonic() for _, retry in self.backoff.values()]
-        return max(0.0, min([self.interval, *waits]))
+        return self.interval
+
+    def _may_write(self) -> bool:
+        return self.election.leading() and not self.stopping.is_set()
 
     def _failed(self, commit: str, error: str, details: list[str] | None = None) -> float:
         """A whole pass failed (nothing to apply from): back off, keep what runs."""
@@ -194,92 +184,14 @@ class Daemon:
         self.ready.set()
         return delay
 
-    def _environment_failed(self, environment: str, commit: str, error: str,
-                            details: list[str] | None = None) -> None:
-        """One environment failed: only it backs off; the others carry on."""
-        failures = self.backoff.get(environment, (0, 0.0))[0] + 1
-        delay = min(MAX_BACKOFF, 2.0 ** failures)
-        self.backoff[environment] = (failures, time.monotonic() + delay)
-        self.metrics.errors.labels(environment).inc()
-        self.metrics.reconciles.labels(environment, "error").inc()
-        self._record(environment, commit, None, error)
-        log.error("reconcile failed", extra={"environment": environment, "commit": commit,
-                                              "error": error, "problems": details or [error],
-                                              "retry_in": delay})
-
-    def _reconcile(self, state: State, environment: str, commit: str) -> None:
-        started = time.monotonic()
-        new_commit = self.applied.get(environment) != commit
-        result = apply_environment(
-            state, environment, self.cluster, self.client,
-            decrypt=sops.decryptor(self.decrypt_keys, environment),
-            wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
-            cancelled=lambda: self._superseded(commit))
-        self._observe(environment, commit, result, new_commit, time.monotonic() - started)
-
     def not_ready(self) -> str:
         """Why this replica is not ready ('' when it is): for /readyz."""
         if not self.ready.is_set():
             return "starting"
         if self.problem:
             return self.problem
-        failing = sorted(self.backoff)
+        failing = sorted(name for name, worker in self.workers.items() if worker.failing)
         return f"failing environments: {', '.join(failing)}" if failing else ""
-
-    def _superseded(self, commit: str) -> bool:
-        """Stop waiting for ``commit``'s health: stopping, leadership lost, or a newer commit
-        arrived (a trigger alone may be the webhook or watchdog of this very commit)."""
-        if self.stopping.is_set() or not self.is_leader:
-            return True
-        if not self.trigger.is_set():
-            return False
-        try:
-            return follow(self.repo) != commit
-        except ReconcilerError:
-            return False
-
-    def _observe(self, environment: str, commit: str, result: Result, new_commit: bool,
-                 seconds: float) -> None:
-        counts: dict[str, int] = {}
-        for change in result.changes:
-            counts[change.action] = counts.get(change.action, 0) + 1
-        written = counts.get("created", 0) + counts.get("configured", 0)
-        self.metrics.duration.labels(environment).observe(seconds)
-        self.metrics.reconciles.labels(environment, "failed" if result.failed else "ok").inc()
-        self.metrics.applied.labels(environment).inc(written)
-        self.metrics.pruned.labels(environment).inc(counts.get("deleted", 0))
-        if not new_commit:
-            self.metrics.drifted.labels(environment).inc(counts.get("configured", 0))
-        if self.applied.get(environment) != commit:
-            if environment in self.applied:
-                self.metrics.last_commit.remove(environment, self.applied[environment])
-            self.metrics.last_commit.labels(environment, commit).set(1)
-        self.applied[environment] = commit
-        if written or counts.get("deleted") or counts.get("failed") or new_commit:
-            log.info("reconciled", extra={"environment": environment, "commit": commit,
-                                          "changes": counts, "seconds": round(seconds, 3)})
-            self._record(environment, commit, result, "")
-
-    def _record(self, environment: str, commit: str, result: Result | None, error: str) -> None:
-        """Per-environment status in the cluster: last applied commit, change set, health."""
-        data = {"commit": commit, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "error": error}
-        if result is not None:
-            counts: dict[str, int] = {}
-            for change in result.changes:
-                counts[change.action] = counts.get(change.action, 0) + 1
-            data["changes"] = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-            unhealthy = [f"{ref}: {h.status} {h.message}".strip()
-                         for ref, h in sorted(result.health.items()) if h.status != "Healthy"]
-            data["health"] = "Healthy" if not unhealthy else "\n".join(unhealthy)
-        status = {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {"name": f"status-{environment}", "namespace": SYSTEM_NAMESPACE,
-                               "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
-                  "data": data}
-        try:
-            self.client.apply(status, "reconciler-status", force=True, dry_run=False)
-        except ReconcilerError as exc:
-            log.warning("cannot record status", extra={"error": str(exc)})
 
     def _watch_local_repo(self) -> Any:
         """A repo without origin changes on disk: react to its ref updates at once."""

@@ -2,7 +2,8 @@
 
 Every call the tool makes to a cluster goes through ``KubeClient``, which turns the client's
 exceptions into ``KubeError`` (the API answered no) and ``Unreachable`` (it did not answer),
-and counts the writes it sends.
+and counts the writes it sends. A client can be guarded (``guarded``): it then sends a write
+only while its guard allows, as a daemon's writes are allowed only while it leads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ class Unreachable(ReconcilerError):
     """The API server did not answer."""
 
 
+class WriteRefused(ReconcilerError):
+    """A guarded client's guard no longer allows writes (this replica stopped leading)."""
+
+
 def connect(context: str | None, kubeconfig: Path | None = None) -> KubeClient:
     """A client for a kubeconfig context; inside a pod without a kubeconfig, the pod's own
     service account."""
@@ -64,7 +69,30 @@ class KubeClient:
         self.timeout = timeout
         self._dynamic: DynamicClient | None = None
         self._lock = threading.Lock()
+        self._guard: Callable[[], bool] = lambda: True
         self.writes = 0
+
+    def guarded(self, may_write: Callable[[], bool]) -> KubeClient:
+        """This client (same connection and discovery), refusing each write with
+        ``WriteRefused`` unless ``may_write()`` says yes just before it is sent."""
+        return self._sibling(guard=may_write)
+
+    def with_timeout(self, seconds: float) -> KubeClient:
+        """This client, giving up on each request after ``seconds``."""
+        return self._sibling(timeout=seconds)
+
+    def _sibling(self, timeout: float | None = None,
+                 guard: Callable[[], bool] | None = None) -> KubeClient:
+        with self._lock:
+            sibling = KubeClient(self.api, self.timeout if timeout is None else timeout)
+            sibling._dynamic = self._dynamic
+        sibling._guard = guard or self._guard
+        return sibling
+
+    def _write(self, ref: ObjectRef) -> None:
+        if not self._guard():
+            raise WriteRefused(f"not writing {ref}: this replica no longer leads")
+        self.writes += 1
 
     @property
     def host(self) -> str:
@@ -113,7 +141,7 @@ class KubeClient:
         ref = ObjectRef.of(obj)
         resource = self._resource(ref.api_version, ref.kind)
         if not dry_run:
-            self.writes += 1
+            self._write(ref)
         applied = self._call(lambda: resource.server_side_apply(
             body=dict(obj), name=ref.name, namespace=ref.namespace or None,
             field_manager=field_manager, force_conflicts=force,
@@ -123,7 +151,7 @@ class KubeClient:
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         ref = ObjectRef.of(obj)
         resource = self._resource(ref.api_version, ref.kind)
-        self.writes += 1
+        self._write(ref)
         return dict(self._call(lambda: resource.create(
             body=dict(obj), namespace=ref.namespace or None,
             _request_timeout=self.timeout)).to_dict())
@@ -132,14 +160,14 @@ class KubeClient:
         """Update with optimistic concurrency: fails with 409 if resourceVersion moved."""
         ref = ObjectRef.of(obj)
         resource = self._resource(ref.api_version, ref.kind)
-        self.writes += 1
+        self._write(ref)
         return dict(self._call(lambda: resource.replace(
             body=dict(obj), name=ref.name, namespace=ref.namespace or None,
             _request_timeout=self.timeout)).to_dict())
 
     def delete(self, ref: ObjectRef) -> None:
         resource = self._resource(ref.api_version, ref.kind)
-        self.writes += 1
+        self._write(ref)
         self._call(lambda: resource.delete(name=ref.name, namespace=ref.namespace or None,
                                            propagation_policy="Background",
                                            _request_timeout=self.timeout))

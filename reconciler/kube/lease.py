@@ -10,6 +10,7 @@ so two candidates racing for an expired Lease cannot both win.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 import time
@@ -46,7 +47,9 @@ class LeaderElection:
         for ``renew_deadline``, before anyone else may take the Lease over."""
         if not 0 < retry_period < renew_deadline < duration_seconds:
             raise ValueError("need 0 < retry period < renew deadline < lease duration")
-        self.client = client
+        self.client = client.with_timeout(renew_deadline / 2)
+        """A renewal that hangs (an API server that stopped answering) gives up well before
+        the renew deadline, so the next attempt comes in time."""
         self.ref = ObjectRef(API_VERSION, "Lease", namespace, name)
         self.identity = identity
         self.duration = duration_seconds
@@ -54,21 +57,25 @@ class LeaderElection:
         self.retry_period = retry_period
         self._observed: tuple[Any, ...] = ()
         self._observed_at = 0.0
+        self._renewed_at: float | None = None
+
+    def leading(self) -> bool:
+        """Whether this replica may act as leader now: it renewed the Lease less than the
+        renew deadline ago, counted from when the renewal was sent, on this replica's own
+        clock. Asked before each write, so a leader cut off from the API server (its
+        renewals hanging) stops writing by itself before anyone else can take over."""
+        renewed = self._renewed_at
+        return renewed is not None and time.monotonic() - renewed < self.renew_deadline
 
     def run(self, stopping: threading.Event, changed: Callable[[bool], None]) -> None:
         """Acquire or renew every retry period until ``stopping``; ``changed`` is called
         with the new state whenever leadership is gained or lost."""
         leading = False
-        last_renewal = 0.0
         while not stopping.is_set():
-            try:
-                now_leading = self.try_acquire_or_renew()
-                if now_leading:
-                    last_renewal = time.monotonic()
-            except ReconcilerError:
-                # The API server did not answer: keep leading only until the renew deadline,
-                # well before the Lease we hold can expire for anyone else.
-                now_leading = leading and time.monotonic() - last_renewal < self.renew_deadline
+            # An API server that does not answer: leading only until the renew deadline.
+            with contextlib.suppress(ReconcilerError):
+                self.try_acquire_or_renew()
+            now_leading = self.leading()
             if now_leading != leading:
                 leading = now_leading
                 changed(leading)
@@ -80,11 +87,13 @@ class LeaderElection:
     def try_acquire_or_renew(self) -> bool:
         """True while this candidate holds the Lease (acquired or renewed now)."""
         now = _now()
+        sent = time.monotonic()
         try:
             live = self.client.get(self.ref)
             if live is None:
                 self.client.create(self._lease(now, now, transitions=0))
                 self._observe(("created", self.identity))
+                self._renewed_at = sent
                 return True
             spec: dict[str, Any] = live.get("spec") or {}
             holder = spec.get("holderIdentity")
@@ -92,6 +101,7 @@ class LeaderElection:
             duration = int(spec.get("leaseDurationSeconds") or self.duration)
             expired = not holder or time.monotonic() - self._observed_at > duration
             if holder != self.identity and not expired:
+                self._renewed_at = None
                 return False
             acquired = (now if holder != self.identity
                         else _parse(spec.get("acquireTime")) or now)
@@ -101,9 +111,11 @@ class LeaderElection:
             self.client.replace(lease)
             spec = lease["spec"]
             self._observe((self.identity, spec["renewTime"], spec["acquireTime"]))
+            self._renewed_at = sent
             return True
         except KubeError as exc:
             if exc.status == 409:
+                self._renewed_at = None
                 return False
             raise
 
@@ -115,6 +127,7 @@ class LeaderElection:
 
     def release(self) -> None:
         """Give the Lease up at shutdown so a standby takes over at once."""
+        self._renewed_at = None
         try:
             live = self.client.get(self.ref)
             if live and (live.get("spec") or {}).get("holderIdentity") == self.identity:

@@ -1,0 +1,188 @@
+"""One environment on one cluster, reconciled on a thread of its own.
+
+Each environment is applied, waited for and backed off apart from the others (as an Argo CD
+Application is), so a broken or slow environment never delays another: a rollout that takes
+minutes to become healthy in `development` doesn't hold back a fix for `production` on the
+same cluster. The daemon hands each worker the newest commit; the worker applies it when it
+can, and a newer commit cancels its health wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler import sops
+from reconciler.daemon.metrics import Metrics, log
+from reconciler.errors import ReconcilerError
+from reconciler.kube.client import KubeClient, WriteRefused
+from reconciler.model.kinds import State
+from reconciler.model.names import MANAGED_BY
+from reconciler.reconcile import SYSTEM_NAMESPACE, Result, apply_environment
+
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What to apply: the state at a commit, or the problems that keep it from applying."""
+
+    commit: str
+    state: State
+    problems: tuple[str, ...] = ()
+
+
+class EnvironmentWorker:
+    """Applies the newest offered commit of one environment: at once when the commit is new,
+    again as a drift check when offered again, and after a failure only once its backoff
+    ends (or a newer commit arrives)."""
+
+    def __init__(self, environment: str, cluster: str, client: KubeClient,
+                 decrypt_keys: Callable[[], Any], metrics: Metrics, wait_timeout: float,
+                 may_write: Callable[[], bool]) -> None:
+        self.environment = environment
+        self.cluster = cluster
+        self.client = client
+        self.decrypt_keys = decrypt_keys
+        self.metrics = metrics
+        self.wait_timeout = wait_timeout
+        self.may_write = may_write
+        """False once this replica stops leading or the daemon stops: no more writes."""
+        self.applied = ""
+        self.failures = 0
+        self.retry_at = 0.0
+        self._offer: Offer | None = None
+        self._attempted = ""
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                         name=f"reconcile-{environment}")
+        self._thread.start()
+
+    @property
+    def failing(self) -> bool:
+        return self.failures > 0
+
+    def offer(self, offer: Offer) -> None:
+        with self._lock:
+            self._offer = offer
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._until_retry() if self.may_write() else None)
+            self._wake.clear()
+            with self._lock:
+                offer = self._offer
+            if offer is None or self._stopping.is_set() or not self.may_write():
+                continue
+            if self.failing and offer.commit == self._attempted \
+                    and time.monotonic() < self.retry_at:
+                continue  # still backing off, and nothing new to try
+            self._attempted = offer.commit
+            if offer.problems:
+                self._failed(offer.commit, offer.problems[0], offer.problems)
+                continue
+            try:
+                self._reconcile(offer)
+            except WriteRefused as exc:
+                self._attempted = ""  # not a failure: the next leader (maybe this) applies
+                log.warning("stopped writing", extra={"environment": self.environment,
+                                                      "error": str(exc)})
+            except ReconcilerError as exc:
+                self._failed(offer.commit, str(exc))
+            else:
+                self.failures = 0
+
+    def _until_retry(self) -> float | None:
+        if not self.failing:
+            return None
+        return max(0.0, self.retry_at - time.monotonic())
+
+    def _superseded(self, commit: str) -> bool:
+        """Stop waiting for ``commit``'s health: stopping, no longer leading, or a newer
+        commit was offered."""
+        if self._stopping.is_set() or not self.may_write():
+            return True
+        with self._lock:
+            return self._offer is not None and self._offer.commit != commit
+
+    def _reconcile(self, offer: Offer) -> None:
+        started = time.monotonic()
+        new_commit = self.applied != offer.commit
+        result = apply_environment(
+            offer.state, self.environment, self.cluster, self.client,
+            decrypt=sops.decryptor(self.decrypt_keys, self.environment),
+            wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
+            cancelled=lambda: self._superseded(offer.commit))
+        self._observe(offer.commit, result, new_commit, time.monotonic() - started)
+
+    def _failed(self, commit: str, error: str, details: tuple[str, ...] = ()) -> None:
+        """This environment failed: only it backs off; the others carry on."""
+        self.failures += 1
+        delay = min(MAX_BACKOFF, 2.0 ** self.failures)
+        self.retry_at = time.monotonic() + delay
+        self.metrics.errors.labels(self.environment).inc()
+        self.metrics.reconciles.labels(self.environment, "error").inc()
+        self._record(commit, None, error)
+        log.error("reconcile failed", extra={"environment": self.environment, "commit": commit,
+                                              "error": error, "problems": list(details or [error]),
+                                              "retry_in": delay})
+
+    def _observe(self, commit: str, result: Result, new_commit: bool, seconds: float) -> None:
+        counts = _counts(result)
+        written = counts.get("created", 0) + counts.get("configured", 0)
+        environment = self.environment
+        self.metrics.duration.labels(environment).observe(seconds)
+        self.metrics.reconciles.labels(environment, "failed" if result.failed else "ok").inc()
+        self.metrics.applied.labels(environment).inc(written)
+        self.metrics.pruned.labels(environment).inc(counts.get("deleted", 0))
+        if not new_commit:
+            self.metrics.drifted.labels(environment).inc(counts.get("configured", 0))
+        if new_commit:
+            if self.applied:
+                self.metrics.last_commit.remove(environment, self.applied)
+            self.metrics.last_commit.labels(environment, commit).set(1)
+        self.applied = commit
+        if written or counts.get("deleted") or counts.get("failed") or new_commit:
+            log.info("reconciled", extra={"environment": environment, "commit": commit,
+                                          "changes": counts, "seconds": round(seconds, 3)})
+            self._record(commit, result, "")
+
+    def _record(self, commit: str, result: Result | None, error: str) -> None:
+        """Per-environment status in the cluster: last applied commit, change set, health."""
+        data = {"commit": commit, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "error": error}
+        if result is not None:
+            data["changes"] = ", ".join(f"{k}={v}" for k, v in sorted(_counts(result).items()))
+            unhealthy = [f"{ref}: {h.status} {h.message}".strip()
+                         for ref, h in sorted(result.health.items()) if h.status != "Healthy"]
+            data["health"] = "Healthy" if not unhealthy else "\n".join(unhealthy)
+        status = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": f"status-{self.environment}",
+                               "namespace": SYSTEM_NAMESPACE,
+                               "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+                  "data": data}
+        try:
+            self.client.apply(status, "reconciler-status", force=True, dry_run=False)
+        except ReconcilerError as exc:
+            log.warning("cannot record status", extra={"error": str(exc)})
+
+
+def _counts(result: Result) -> dict[str, int]:
+    """How many objects each action touched: created, configured, unchanged, deleted..."""
+    counts: dict[str, int] = {}
+    for change in result.changes:
+        counts[change.action] = counts.get(change.action, 0) + 1
+    return counts
