@@ -37,7 +37,7 @@ from reconciler.reconcile import SYSTEM_NAMESPACE, apply_environment
 from reconciler.render.engine import render_environment
 from reconciler.yamlio import dump_manifests
 
-from generate import generate
+from generate import generate_for_testenv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,15 +73,8 @@ def main() -> None:
     try:
         kubeconfig = plane.up(folder / "plane", plane.build(), nodes=2)
         repo = folder / "state"
-        generate(repo, args.components)
-        (repo / "clusters/bench.yaml").write_text(
-            "apiVersion: reconciler/v1\nkind: Cluster\nname: bench\ncontext: testenv\n")
         # Only development runs here: staging is what kubectl applies for comparison.
-        (repo / "clusters/elsewhere.yaml").write_text(
-            "apiVersion: reconciler/v1\nkind: Cluster\nname: elsewhere\n")
-        for environment in ("staging", "production"):
-            path = repo / f"environments/{environment}/environment.yaml"
-            path.write_text(path.read_text().replace("[bench]", "[elsewhere]"))
+        generate_for_testenv(repo, args.components)
         init_with_files(repo, "generated\n\nOperation: init\n")
         state = load_state(WorkTree(repo, "bench"))
         objects = render_environment(state, "development").objects

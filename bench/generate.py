@@ -73,6 +73,18 @@ def generate(root: Path, components: int, per_project: int = 50) -> None:
                    f"kind: Config\nenv: {{DATABASE_URL: 'postgres://db.{environment}/{name}'}}\n")
 
 
+def generate_for_testenv(root: Path, components: int) -> None:
+    """As ``generate``, with only development on the test control plane (cluster `bench`,
+    kubeconfig context `testenv`); staging and production go to a cluster elsewhere."""
+    generate(root, components)
+    (root / "clusters/bench.yaml").write_text(f"{HEADER}kind: Cluster\nname: bench\n"
+                                              "context: testenv\n")
+    (root / "clusters/elsewhere.yaml").write_text(f"{HEADER}kind: Cluster\nname: elsewhere\n")
+    for environment in ("staging", "production"):
+        path = root / f"environments/{environment}/environment.yaml"
+        path.write_text(path.read_text().replace("[bench]", "[elsewhere]"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("directory", type=Path)

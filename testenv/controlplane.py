@@ -7,6 +7,10 @@ so scripts/testenv works without the project's virtualenv.
 
     python3 testenv/controlplane.py up   [--state-dir DIR] [--bin-dir DIR] [--nodes N]
     python3 testenv/controlplane.py down [--state-dir DIR]
+
+The API server writes an audit log of every write (who, with which user agent, when) to
+logs/audit.log in the state folder. For fault tests, `pause`, `resume` and `restart` act on
+one component of a running control plane (SIGSTOP, SIGCONT, stop and start again).
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_STATE = Path(tempfile.gettempdir()) / f"reconciler-testenv-{os.getuid()}"
 PIDS = "pids.json"
+COMMANDS = "commands.json"
+AUDIT_LOG = "logs/audit.log"
 START_TIMEOUT = 120.0
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete",
+                                             "deletecollection"]},
+              {"level": "None"}],
+}
 
 
 class TestEnvError(Exception):
@@ -170,13 +182,13 @@ def up(state: Path, bin_dir: Path | None = None, nodes: int = 2) -> Path:
     for user in ("admin", "controller-manager", "scheduler"):
         _kubeconfig(state / f"{user}.kubeconfig", server, pki, user)
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    commands: dict[str, list[str]] = {}
+    (state / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
 
     def start(name: str, *args: str) -> None:
-        with open(logs / f"{name}.log", "wb") as log:
-            processes[name] = subprocess.Popen([str(binaries / name.split(":")[0]), *args],
-                                               stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, start_new_session=True)
-        (state / PIDS).write_text(json.dumps({n: p.pid for n, p in processes.items()}))
+        commands[name] = [str(binaries / name), *args]
+        (state / COMMANDS).write_text(json.dumps({"ports": ports, "commands": commands}))
+        processes[name] = _launch(state, name, commands[name])
 
     try:
         etcd = f"http://127.0.0.1:{ports['etcd']}"
@@ -199,6 +211,8 @@ def up(state: Path, bin_dir: Path | None = None, nodes: int = 2) -> Path:
               "--service-account-signing-key-file", str(pki / "sa.key"),
               "--service-cluster-ip-range", "10.96.0.0/16",
               "--allow-privileged=true", "--enable-priority-and-fairness=false",
+              "--audit-policy-file", str(state / "audit-policy.json"),
+              "--audit-log-path", str(state / AUDIT_LOG), "--audit-log-format", "json",
               "--cert-dir", str(state / "apiserver-certs"))
         api = _Api(ports["apiserver"], pki)
         _wait("kube-apiserver /readyz", lambda: api.request("GET", "/readyz")[0] == 200,
@@ -235,6 +249,51 @@ def up(state: Path, bin_dir: Path | None = None, nodes: int = 2) -> Path:
         down(state)
         raise
     return kubeconfig
+
+
+def _launch(state: Path, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    """Start one component in a session of its own, its output appended to its log."""
+    with open(state / "logs" / f"{name}.log", "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    pids = json.loads((state / PIDS).read_text()) if (state / PIDS).exists() else {}
+    (state / PIDS).write_text(json.dumps({**pids, name: process.pid}))
+    return process
+
+
+def _pid(state: Path, name: str) -> int:
+    pids: dict[str, int] = json.loads((state / PIDS).read_text())
+    if name not in pids:
+        raise TestEnvError(f"no {name} in the control plane at {state}: one of {sorted(pids)}")
+    return pids[name]
+
+
+def pause(state: Path, name: str) -> None:
+    """Freeze one component (SIGSTOP): its connections stay open and nothing answers."""
+    _signal(_pid(state, name), signal.SIGSTOP)
+
+
+def resume(state: Path, name: str) -> None:
+    _signal(_pid(state, name), signal.SIGCONT)
+
+
+def restart(state: Path, name: str) -> None:
+    """Stop one component (SIGTERM, SIGKILL after 15 s) and start it again with the same
+    command line and data; returns once etcd is healthy or the API server is ready again."""
+    pid = _pid(state, name)
+    _signal(pid, signal.SIGTERM)
+    _wait_gone([pid], 15)
+    if _alive(pid):
+        _signal(pid, signal.SIGKILL)
+        _wait_gone([pid], 5)
+    recorded = json.loads((state / COMMANDS).read_text())
+    process = _launch(state, name, recorded["commands"][name])
+    ports = recorded["ports"]
+    api = _Api(ports["apiserver"], state / "pki")
+    _wait(f"{name} to be back", {
+        "etcd": lambda: _http_ok(ports["etcd"], "/health"),
+        "kube-apiserver": lambda: api.request("GET", "/readyz")[0] == 200,
+    }.get(name, lambda: True), {name: process}, state / "logs")
 
 
 def _http_ok(port: int, path: str) -> bool:
@@ -299,7 +358,9 @@ def _alive(pid: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("command", choices=["up", "down", "pause", "resume", "restart"])
+    parser.add_argument("component", nargs="?", help="pause/resume/restart: which one "
+                        "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)")
     parser.add_argument("--state-dir", type=Path,
                         default=Path(os.environ.get("RECONCILER_TESTENV_STATE", DEFAULT_STATE)))
     parser.add_argument("--bin-dir", type=Path)
@@ -311,8 +372,13 @@ def main() -> int:
             print("control plane up; stop it with: scripts/testenv down"
                   + (f" --state-dir {args.state_dir}" if args.state_dir != DEFAULT_STATE else ""))
             print(f"export KUBECONFIG={kubeconfig}")
-        else:
+        elif args.command == "down":
             down(args.state_dir)
+        else:
+            if not args.component:
+                parser.error(f"{args.command} needs a component")
+            {"pause": pause, "resume": resume, "restart": restart}[args.command](
+                args.state_dir, args.component)
     except TestEnvError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,142 @@
+"""What an idle daemon costs: RSS and CPU per minute with nothing new in Git.
+
+For each size, a fresh control plane (scripts/testenv's binaries, enough KWOK nodes for the
+pods) and a generated state repo whose development environment renders about that many
+objects; `reconciler run` (a process of its own, as in a pod) applies it, then sits idle
+for a measured window with `--interval 60`, so each idle minute holds one full drift check
+(a dry run of every object). Reported: CPU seconds the daemon used per idle minute (from
+/proc/PID/stat), its RSS and peak RSS, and the drift passes counted on its /metrics.
+
+Usage: python bench/daemon_bench.py [--components 300 2850] [--window 180]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reconciler.git.store import init_with_files
+from reconciler.load.loader import load_state
+from reconciler.load.readers import WorkTree
+from reconciler.reconcile import SYSTEM_NAMESPACE
+from reconciler.render.engine import render_environment
+
+from generate import generate_for_testenv
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def controlplane() -> Any:
+    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "testenv/controlplane.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(RSS, peak RSS) in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(value.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in "{ ")
+
+
+def measure(components: int, window: float) -> None:
+    plane = controlplane()
+    folder = Path(tempfile.mkdtemp())
+    process = None
+    try:
+        repo = folder / "state"
+        generate_for_testenv(repo, components)
+        head = init_with_files(repo, "generated\n\nOperation: init\n")
+        objects = render_environment(load_state(WorkTree(repo, "bench")), "development").objects
+        pods = sum(1 for o in objects if o.get("kind") == "Deployment")
+        kubeconfig = plane.up(folder / "plane", plane.build(), nodes=max(2, pods // 100 + 2))
+        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        core = kubernetes.client.CoreV1Api(api)
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "--repo", str(repo), "run", "--cluster",
+             "bench", "--interval", "60", "--listen", f"127.0.0.1:{port}",
+             "--kubeconfig", str(kubeconfig)],
+            stdout=subprocess.DEVNULL, stderr=open(folder / "daemon.log", "w"))  # noqa: SIM115
+        started = time.perf_counter()
+        while True:
+            try:
+                data = core.read_namespaced_config_map("status-development",
+                                                       SYSTEM_NAMESPACE).data
+                if data.get("commit") == str(head):
+                    break
+            except kubernetes.client.ApiException:
+                pass
+            if process.poll() is not None:
+                raise SystemExit(f"the daemon exited: {(folder / 'daemon.log').read_text()}")
+            time.sleep(1)
+        applied = time.perf_counter() - started
+        rss_applied, _ = memory_mib(process.pid)
+        cpu_before, passes_before = cpu_seconds(process.pid), metric(port, "reconciler_reconcile_total")
+        time.sleep(window)
+        cpu = cpu_seconds(process.pid) - cpu_before
+        passes = metric(port, "reconciler_reconcile_total") - passes_before
+        rss, peak = memory_mib(process.pid)
+        print(f"{len(objects)} objects ({components} components): first apply incl. health "
+              f"wait {applied:.0f} s; idle {window:.0f} s: {passes:.0f} drift passes, "
+              f"CPU {cpu / (window / 60):.2f} s per minute; RSS {rss:.0f} MiB "
+              f"(after apply {rss_applied:.0f}, peak {peak:.0f})", flush=True)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=60)
+        plane.down(folder / "plane")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--components", type=int, nargs="+", default=[300, 2850])
+    parser.add_argument("--window", type=float, default=180,
+                        help="seconds of idle time measured (3 drift checks at --interval 60)")
+    args = parser.parse_args()
+    for components in args.components:
+        measure(components, args.window)
+
+
+if __name__ == "__main__":
+    main()
