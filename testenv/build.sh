@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build (or reuse) the test control plane binaries from testenv/go.mod, and sops from
-# testenv/sops/go.mod.
+# Build (or reuse) the test control plane binaries, kubectl and kustomize (for the deploy/
+# kustomization test) from testenv/go.mod, and sops from testenv/sops/go.mod.
 # Prints the directory holding them as its last line.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -10,7 +10,8 @@ command -v go >/dev/null || {
 }
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/sops/go.mod" "$here/sops/go.sum" | sha256sum | cut -c1-16)
 cache="${RECONCILER_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reconciler-testenv}/$key"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok sops)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kustomize kwok
+          sops)
 complete=1
 for binary in "${binaries[@]}"; do [ -x "$cache/bin/$binary" ] || complete=0; done
 [ -f "$cache/bin/kwok-stages.yaml" ] || complete=0
@@ -32,6 +33,8 @@ GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$cache/tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl \
+  sigs.k8s.io/kustomize/kustomize/v5 \
   sigs.k8s.io/kwok/cmd/kwok
 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache/tmp/etcd" go.etcd.io/etcd/server/v3
 # KWOK's binary has no built-in behaviour: its "fast" stages (nodes Ready at once, pods
