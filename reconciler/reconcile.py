@@ -6,6 +6,7 @@ The inventory of what was applied lives in the cluster (a ConfigMap per environm
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from reconciler.kube.health import CHECKS as HEALTH_CHECKS
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
 from reconciler.kube.manager import FIELD_MANAGER, Change, ResourceManager, comparable
+from reconciler.load.verifications import publish_records, read_records
 from reconciler.model.kinds import TASK_TYPES, State
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name
-from reconciler.render.engine import MASK, Decrypt, render_environment
+from reconciler.model.verification import Verification, observe
+from reconciler.render.engine import MASK, Decrypt, release_ids, render_environment
 from reconciler.yamlio import dump_manifests
 
 SYSTEM_NAMESPACE = "reconciler-system"
@@ -148,15 +151,44 @@ def live_health(state: State, environment: str, client: KubeClient
     """The live health of each component's workload (Deployment or CronJob) in environment."""
     found: dict[tuple[str, str], Health] = {}
     for release in state.releases_in(environment):
-        component = state.components[(release.project, release.component)]
-        kind, api_version = (("CronJob", "batch/v1") if component.type in TASK_TYPES
-                             else ("Deployment", "apps/v1"))
-        ref = ObjectRef(api_version, kind, namespace_name(release.project, environment),
-                        component.name)
-        live = client.get(ref)
+        live = client.get(workload_ref(state, environment, release.project, release.component))
         found[(release.project, release.component)] = (
             health(live) if live else Health("Degraded", "not in the cluster"))
     return found
+
+
+def workload_ref(state: State, environment: str, project: str, name: str) -> ObjectRef:
+    """The object whose health is a component's: its Deployment, or a task's CronJob."""
+    component = state.components[(project, name)]
+    kind, api_version = (("CronJob", "batch/v1") if component.type in TASK_TYPES
+                         else ("Deployment", "apps/v1"))
+    return ObjectRef(api_version, kind, namespace_name(project, environment), component.name)
+
+
+def record_verifications(repo: Path, cluster: str, state: State, environment: str,
+                         commit: str, health: Mapping[ObjectRef, Health],
+                         now: datetime.datetime) -> list[Verification]:
+    """Record in the state repo's remote what ``cluster`` saw of each release's health in
+    ``environment`` after an apply with a health wait; returns the records that changed."""
+    records = read_records(repo, fetch=True)
+    ids = release_ids(state, environment)
+    changed: dict[str, Verification] = {}
+    for release in state.releases_in(environment):
+        seen = health.get(workload_ref(state, environment, release.project, release.component))
+        if seen is None:
+            continue
+        ref = f"{release.project}/{release.component}"
+        record = observe(records.get((environment, ref), {}).get(cluster), cluster=cluster,
+                         environment=environment, component=ref,
+                         release=ids.get((release.project, release.component), ""),
+                         image=release.image, state_commit=commit, health=seen.status, now=now)
+        if record is not None:
+            changed[ref] = record
+    if changed:
+        publish_records(repo, cluster, changed,
+                        f"verify {environment} on {cluster}: "
+                        + ", ".join(f"{ref} {r.health}" for ref, r in sorted(changed.items())))
+    return list(changed.values())
 
 
 def clusters_of(state: State, environment: str, only: str | None = None) -> list[str]:

@@ -253,6 +253,6 @@ def edit_mapping(content: bytes | None, template: str, edit: Callable[[Any], Non
 
 def mapping_document(fields: Mapping[str, object]) -> bytes:
     """A small generated state file: ``key: value`` lines, strings quoted as JSON."""
-    lines = [f"{key}: {json.dumps(value) if isinstance(value, str) else value}"
+    lines = [f"{key}: {json.dumps(value) if isinstance(value, str) or value is None else value}"
              for key, value in fields.items()]
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -24,6 +24,7 @@ from conftest import (
     clone,
     commit_and_push,
     edit,
+    record_healthy,
     register_checkout,
     tip,
 )
@@ -53,6 +54,7 @@ def promote_to_production_branch(work: Path) -> str:
 
 def promoted_to_staging_with_a_pull_request_for_production(work: Path) -> str:
     assert register_checkout(work).exit_code == 0
+    record_healthy(work)  # development's cluster saw it run Healthy
     assert cli_in(work, "promote", "shop/checkout", "--to", "staging").exit_code == 0
     return promote_to_production_branch(work)
 
@@ -85,6 +87,7 @@ def land(remote: Path, branch_commit: str, how: str) -> str:
 
 def test_history_lists_the_tools_writes_newest_first(work: Path) -> None:
     register_checkout(work)
+    record_healthy(work)  # development's cluster saw it run Healthy
     cli_in(work, "promote", "shop/checkout", "--to", "staging")
     cli_in(work, "config", "set", "shop/catalog", "A=1")
     result = cli_in(work, "-o", "json", "history")

@@ -27,6 +27,7 @@ from conftest import (
     commit_and_push,
     edit,
     file_at,
+    record_healthy,
     refs,
     register_checkout,
     tip,
@@ -79,6 +80,7 @@ def test_a_build_on_a_track_without_auto_deploy_only_registers(work: Path, remot
 
 def test_full_path_development_staging_production(work: Path, remote: Path) -> None:
     register_checkout(work)
+    record_healthy(work)  # development's cluster saw it run Healthy
     staged = cli_in(work, "promote", "shop/checkout", "--to", "staging")
     assert staged.exit_code == 0, staged.stderr
     trailers = tip(remote).message_trailers
@@ -106,6 +108,7 @@ def test_full_path_development_staging_production(work: Path, remote: Path) -> N
 
 def test_refusals_leave_the_remote_untouched(work: Path, remote: Path) -> None:
     register_checkout(work)
+    record_healthy(work)  # development's cluster saw it run Healthy
     cli_in(work, "promote", "shop/checkout", "--to", "staging")
     before = refs(remote)
     cases = {
@@ -156,6 +159,7 @@ def test_missing_required_configurables_are_all_named(work: Path, remote: Path) 
     for environment in ("staging", "production"):
         (work / f"environments/{environment}/shop/storefront/release.yaml").unlink()
     commit_and_push(work, "storefront needs fraud checks")
+    record_healthy(work)  # development's cluster saw it run Healthy
     before = refs(remote)
     refused = cli_in(work, "promote", "shop/storefront", "--to", "staging")
     assert refused.exit_code == 1
@@ -168,6 +172,7 @@ def test_rollback_restores_the_previous_release_with_a_new_commit(work: Path,
                                                                  remote: Path) -> None:
     original = file_at(remote, "environments/staging/shop/checkout/release.yaml")
     register_checkout(work)
+    record_healthy(work)  # development's cluster saw it run Healthy
     cli_in(work, "promote", "shop/checkout", "--to", "staging")
     history_before = len(list(pygit2.Repository(str(remote)).walk(tip(remote).id)))
     result = cli_in(work, "rollback", "shop/checkout", "--env", "staging")

@@ -20,6 +20,7 @@ from conftest import (
     cli_in,
     commit_and_push,
     file_at,
+    record_healthy,
     refs,
     register_checkout,
     tip,
@@ -90,17 +91,20 @@ def test_a_git_server_that_refuses_is_reported_once_with_its_words(
 def test_a_second_pull_request_for_the_same_stage_is_not_overwritten(work: Path,
                                                                      remote: Path) -> None:
     assert register_checkout(work).exit_code == 0
+    record_healthy(work)  # development's cluster saw it run Healthy
     first = cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch")
     assert first.exit_code == 0, first.stderr
     branch = "refs/heads/promote/shop/checkout/staging"
     first_held = refs(remote)[branch]
     assert cli_in(work, "config", "set", "shop/catalog", "A=1").exit_code == 0
+    record_healthy(work)  # development's cluster saw it run Healthy
     assert cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch").exit_code == 0, \
         "the same promotion again, on a newer main, is fine"
     held = refs(remote)[branch]
     assert held != first_held
     assert cli_in(work, "build", "register", "shop/checkout", "--commit", "d" * 40, "--image",
                   "registry.acme.example/shop/checkout@sha256:" + "d" * 64).exit_code == 0
+    record_healthy(work)  # development's cluster saw it run Healthy
     again = cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch")
     assert again.exit_code == 1
     assert again.errors == [f"error: promote/shop/checkout/staging already holds an unmerged "
@@ -108,6 +112,7 @@ def test_a_second_pull_request_for_the_same_stage_is_not_overwritten(work: Path,
                             "merge or close it first, or pass --replace to overwrite it; "
                             "nothing was written"]
     assert refs(remote)[branch] == held
+    record_healthy(work)  # development's cluster saw it run Healthy
     replaced = cli_in(work, "promote", "shop/checkout", "--to", "staging", "--branch",
                       "--replace")
     assert replaced.exit_code == 0, replaced.stderr
@@ -127,6 +132,7 @@ def test_a_rollback_into_a_pull_request_stage_needs_a_branch(work: Path, remote:
     assert cli_in(work, "rollback", "shop/checkout", "--env", "staging").exit_code == 1
     assert cli_in(work, "config", "set", "shop/checkout", "PRE=1").exit_code == 0
     assert register_checkout(work).exit_code == 0
+    record_healthy(work)  # development's cluster saw it run Healthy
     assert cli_in(work, "promote", "shop/checkout", "--to", "staging").exit_code == 0
     assert cli_in(work, "rollback", "shop/checkout", "--env", "staging").exit_code == 0
     assert tip(remote).message_trailers["Operation"] == "rollback"
@@ -168,6 +174,7 @@ def test_a_broken_main_can_be_repaired_with_the_tool(work: Path, remote: Path) -
     assert [e for e in worse.errors if "1BAD" in e] and problem not in worse.stderr
     assert refs(remote) == before
     assert register_checkout(work).exit_code == 0
+    record_healthy(work)  # development's cluster saw it run Healthy
     assert cli_in(work, "promote", "shop/checkout", "--to", "staging").exit_code == 0
     rollback = cli_in(work, "rollback", "shop/checkout", "--env", "staging")
     assert rollback.exit_code == 0, rollback.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import signal
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow
 from reconciler.kube.client import connect
 from reconciler.load.loader import load_state_and_problems
-from reconciler.reconcile import apply_clusters, diff_clusters
+from reconciler.reconcile import apply_clusters, diff_clusters, record_verifications
 
 
 @cli.command("apply")
@@ -24,7 +25,9 @@ from reconciler.reconcile import apply_clusters, diff_clusters
 @click.option("--no-prune", is_flag=True, help="Do not delete objects that left the render.")
 @click.option("--allow-empty", is_flag=True, help="Allow an apply that deletes every object "
               "applied before (an empty render).")
-@click.option("--wait", is_flag=True, help="Wait until every object is healthy.")
+@click.option("--wait", is_flag=True, help="Wait until every object is healthy, then record "
+              "each release's health per cluster in the state repo's remote "
+              "(refs/reconciler/verifications/CLUSTER), for stages with requiresVerification.")
 @click.option("--timeout", type=float, default=300, show_default=True,
               help="Seconds --wait waits.")
 @click.option("--force-conflicts", is_flag=True, help="Take back fields that another field "
@@ -38,10 +41,20 @@ def apply_command(ctx: click.Context, environment: str, cluster: str | None, dry
                   force_conflicts: bool, kubeconfig: Path | None) -> None:
     """Render ENV and server-side apply it to its clusters, prune what left the render, and
     optionally wait for health. Prints a change set; exits 1 if anything failed."""
-    results = apply_clusters(state_of(ctx), environment, cluster, kubeconfig,
+    state = state_of(ctx)
+    results = apply_clusters(state, environment, cluster, kubeconfig,
                              decrypt=decryptor(ctx, environment), prune=not no_prune,
                              allow_empty=allow_empty, dry_run=dry_run, wait=wait,
                              timeout=timeout, force_conflicts=force_conflicts)
+    if wait and not dry_run:
+        for result in results:
+            try:
+                record_verifications(ctx.obj["repo"], result.cluster, state, environment,
+                                     result.revision, result.health,
+                                     datetime.datetime.now(datetime.UTC))
+            except ReconcilerError as exc:
+                click.echo(f"warning: health not recorded for {result.cluster}: {exc}",
+                           err=True)
     rows = []
     for result in results:
         for change in result.changes:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from reconciler.cli.base import cli, output_option, print_rows, revision_of, state_of, write
-from reconciler.errors import UsageError
+from reconciler.errors import ReconcilerError, UsageError
+from reconciler.git.store import GitTree, follow
+from reconciler.load.loader import load_state
+from reconciler.load.verifications import Records, read_records
 from reconciler.model.names import split_ref
 from reconciler.operations import releases
 from reconciler.queries.builds import builds
@@ -62,25 +65,68 @@ def deploy_command(ctx: click.Context, component: str, source_commit: str | None
 
 
 @cli.command("promote")
-@click.argument("component")
-@click.option("--to", "environment", required=True, help="The next stage of the pipeline.")
+@click.argument("component", required=False)
+@click.option("--to", "environment", help="The next stage of the pipeline.")
 @click.option("--branch", is_flag=True, help="Commit on promote/<project>/<component>/<env> "
               "and push that branch for a pull request instead of main.")
 @REPLACE
+@click.option("--skip-verification", is_flag=True, help="Into a stage with "
+              "requiresVerification: promote without the health records (and their soak "
+              "time). An emergency exit: needs --reason, which the commit records and the "
+              "audit lists.")
+@click.option("--reason", help="Why verification is skipped (with --skip-verification).")
+@click.option("--auto", is_flag=True, help="Instead of one promotion: promote every release "
+              "waiting for a stage with `promotion: auto`, each with the same checks (one "
+              "commit each; a pull request branch where the stage requires one). What is not "
+              "ready yet is listed as waiting. For CI, e.g. on a schedule.")
 @click.pass_context
-def promote_command(ctx: click.Context, component: str, environment: str, branch: bool,
-                    replace: bool) -> None:
+def promote_command(ctx: click.Context, component: str | None, environment: str | None,
+                    branch: bool, replace: bool, skip_verification: bool, reason: str | None,
+                    auto: bool) -> None:
     """Promote COMPONENT's release from the previous stage into --to.
 
     Refused when --to is not the next stage, the previous stage has no release, the stage
-    needs a pull request and --branch is missing, the soak time has not passed, or the
-    environment lacks a required configurable.
+    needs a pull request and --branch is missing, the stage requiresVerification and the
+    release is not recorded Healthy on every cluster of the previous stage (each cluster
+    named with what it reports), the soak time has not passed (counted from the
+    verification where required), or the environment lacks a required configurable.
     """
     if replace and not branch:
         raise UsageError("--replace goes with --branch")
+    if skip_verification != bool(reason):
+        raise UsageError("--skip-verification needs --reason TEXT (and --reason goes with "
+                         "--skip-verification)")
+    records = read_records(ctx.obj["repo"])
+    if auto:
+        if component or environment or branch or skip_verification:
+            raise UsageError("--auto promotes whatever is due: no COMPONENT, --to, --branch "
+                             "or --skip-verification")
+        _promote_due(ctx, records)
+        return
+    if not component or not environment:
+        raise UsageError("give COMPONENT and --to ENV (or --auto)")
     target = releases.promotion_branch(component, environment) if branch else None
-    write(ctx, releases.promote(component, environment, branch), target_branch=target,
+    write(ctx, releases.promote(component, environment, branch, verifications=records,
+                                skip_verification=reason), target_branch=target,
           replace=replace)
+
+
+def _promote_due(ctx: click.Context, records: Records) -> None:
+    repo = ctx.obj["repo"]
+    state = load_state(GitTree(repo, follow(repo)))
+    due = releases.auto_promotions(state)
+    if not due:
+        click.echo("nothing to promote automatically")
+    for component, environment in due:
+        stage = state.pipelines[state.component_pipeline(state.component_named(component))] \
+            .stage(environment)
+        branch = stage is not None and stage.requires_pull_request
+        target = releases.promotion_branch(component, environment) if branch else None
+        try:
+            write(ctx, releases.promote(component, environment, branch, verifications=records),
+                  target_branch=target)
+        except ReconcilerError as exc:
+            click.echo(f"waiting: {component} to {environment}: {exc}")
 
 
 @cli.command("rollback")

@@ -9,10 +9,12 @@ can, and a newer commit cancels its health wait.
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reconciler import sops
@@ -21,7 +23,12 @@ from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, WriteRefused
 from reconciler.model.kinds import State
 from reconciler.model.names import MANAGED_BY
-from reconciler.reconcile import SYSTEM_NAMESPACE, Result, apply_environment
+from reconciler.reconcile import (
+    SYSTEM_NAMESPACE,
+    Result,
+    apply_environment,
+    record_verifications,
+)
 
 MAX_BACKOFF = 300.0
 
@@ -42,7 +49,9 @@ class EnvironmentWorker:
 
     def __init__(self, environment: str, cluster: str, client: KubeClient,
                  decrypt_keys: Callable[[], Any], metrics: Metrics, wait_timeout: float,
-                 may_write: Callable[[], bool]) -> None:
+                 may_write: Callable[[], bool], repo: Path) -> None:
+        self.repo = repo
+        """The state repo: verification records are published through its origin."""
         self.environment = environment
         self.cluster = cluster
         self.client = client
@@ -52,6 +61,9 @@ class EnvironmentWorker:
         self.may_write = may_write
         """False once this replica stops leading or the daemon stops: no more writes."""
         self.applied = ""
+        self.healthy = False
+        """Whether the last health wait found everything Healthy: until then every pass
+        waits again (and records), so a release that gets healthy late is still verified."""
         self.failures = 0
         self.retry_at = 0.0
         self._offer: Offer | None = None
@@ -124,9 +136,32 @@ class EnvironmentWorker:
         result = apply_environment(
             offer.state, self.environment, self.cluster, self.client,
             decrypt=sops.decryptor(self.decrypt_keys, self.environment),
-            wait=new_commit, timeout=self.wait_timeout, force_conflicts=True,
-            cancelled=lambda: self._superseded(offer.commit))
+            wait=new_commit or not self.healthy, timeout=self.wait_timeout,
+            force_conflicts=True, cancelled=lambda: self._superseded(offer.commit))
         self._observe(offer.commit, result, new_commit, time.monotonic() - started)
+        if result.health and not self._superseded(offer.commit):
+            self.healthy = all(h.status == "Healthy" for h in result.health.values())
+            self._verify(offer, result)
+
+    def _verify(self, offer: Offer, result: Result) -> None:
+        """Publish what this cluster saw of each release's health: what promotions into a
+        stage with requiresVerification check. Without push rights: logged, carried on."""
+        if not self.may_write():
+            return  # one writer per cluster: the leader
+        try:
+            changed = record_verifications(self.repo, self.cluster, offer.state,
+                                           self.environment, offer.commit, result.health,
+                                           datetime.datetime.now(datetime.UTC))
+        except ReconcilerError as exc:
+            self.metrics.verification_errors.labels(self.environment).inc()
+            log.warning("cannot publish verification records",
+                        extra={"environment": self.environment, "error": str(exc)})
+            return
+        if changed:
+            self.metrics.verifications.labels(self.environment).inc(len(changed))
+            log.info("verification recorded", extra={
+                "environment": self.environment,
+                "records": {r.component: r.health for r in changed}})
 
     def _failed(self, commit: str, error: str, details: tuple[str, ...] = ()) -> None:
         """This environment failed: only it backs off; the others carry on."""

@@ -164,7 +164,7 @@ class Daemon:
             if environment not in self.workers:
                 self.workers[environment] = EnvironmentWorker(
                     environment, self.cluster, self.writer, self.decrypt_keys, self.metrics,
-                    self.wait_timeout, self._may_write)
+                    self.wait_timeout, self._may_write, self.repo)
             self.workers[environment].offer(
                 Offer(commit, state, tuple(by_environment.get(environment, ()))))
         self.ready.set()
@@ -190,7 +190,7 @@ class Daemon:
             return "starting"
         if self.problem:
             return self.problem
-        failing = sorted(name for name, worker in self.workers.items() if worker.failing)
+        failing = sorted(name for name, worker in list(self.workers.items()) if worker.failing)
         return f"failing environments: {', '.join(failing)}" if failing else ""
 
     def _watch_local_repo(self) -> Any:

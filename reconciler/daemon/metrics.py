@@ -44,5 +44,13 @@ class Metrics:
         self.last_commit = prometheus_client.Gauge(
             "reconciler_last_applied_commit_info", "The state commit last applied (value 1)",
             [*labels, "commit"], registry=self.registry)
+        self.verifications = prometheus_client.Counter(
+            "reconciler_verifications_published_total",
+            "Verification records published to the state repo's remote", labels,
+            registry=self.registry)
+        self.verification_errors = prometheus_client.Counter(
+            "reconciler_verification_errors_total",
+            "Verification records that could not be published (e.g. no push rights)", labels,
+            registry=self.registry)
         self.leader = prometheus_client.Gauge(
             "reconciler_leader", "1 while this replica holds the lease", registry=self.registry)

@@ -49,11 +49,12 @@ class _Callbacks(pygit2.RemoteCallbacks):
 
 def push(repository: pygit2.Repository, remote: pygit2.Remote, commit: pygit2.Oid,
          target: str, force: bool) -> None:
-    """Push ``commit`` to ``refs/heads/<target>`` of origin; ``MovedRemote`` when the branch
-    moved, ``ReconcilerError`` with the remote's words when it refused."""
+    """Push ``commit`` to ``refs/heads/<target>`` of origin (or to ``target`` itself when it
+    is a full ``refs/...`` name); ``MovedRemote`` when it moved, ``ReconcilerError`` with
+    the remote's words when it refused."""
     pending = f"refs/reconciler/pending/{os.getpid()}-{uuid.uuid4().hex[:8]}"
     repository.references.create(pending, commit)
-    destination = f"refs/heads/{target}"
+    destination = target if target.startswith("refs/") else f"refs/heads/{target}"
     try:
         local = _local_path(remote.url)
         with _locked(local):

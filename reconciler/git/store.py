@@ -272,12 +272,12 @@ def _oid(target: pygit2.Oid | str) -> pygit2.Oid:
 
 def _commit(repository: pygit2.Repository, base: pygit2.Oid, write: Write) -> pygit2.Oid:
     parent = repository[base].peel(pygit2.Commit)
-    tree = _apply(repository, parent.tree, write.changes)
+    tree = tree_with(repository, parent.tree, write.changes)
     signature = author_signature(repository)
     return repository.create_commit(None, signature, signature, write.message, tree, [base])
 
 
-def _apply(repository: pygit2.Repository, tree: pygit2.Tree | None,
+def tree_with(repository: pygit2.Repository, tree: pygit2.Tree | None,
            changes: Mapping[str, bytes | None]) -> pygit2.Oid:
     """A new tree: ``tree`` with ``changes`` (posix paths) written or deleted."""
     builder = repository.TreeBuilder(tree) if tree is not None else repository.TreeBuilder()
@@ -299,7 +299,7 @@ def _apply(repository: pygit2.Repository, tree: pygit2.Tree | None,
         entry = builder.get(name)
         subtree = (repository[entry.id].peel(pygit2.Tree)
                    if entry is not None and entry.filemode == pygit2.enums.FileMode.TREE else None)
-        new = _apply(repository, subtree, subchanges)
+        new = tree_with(repository, subtree, subchanges)
         if len(repository[new].peel(pygit2.Tree)) == 0:
             if entry is not None:
                 builder.remove(name)

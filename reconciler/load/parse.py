@@ -42,7 +42,8 @@ def cluster(data: Mapping[str, Any], path: str) -> Cluster:
 def pipeline(data: Mapping[str, Any], path: str) -> Pipeline:
     stages = tuple(
         Stage(s["environment"], s.get("promotion", "manual"), s.get("requiresPullRequest", False),
-              tuple(s.get("approvers", [])), s.get("soakTime"))
+              tuple(s.get("approvers", [])), s.get("soakTime"),
+              s.get("requiresVerification", False))
         for s in data["stages"]
     )
     return Pipeline(data["name"], stages, path)

@@ -58,6 +58,7 @@ class Stage:
     requires_pull_request: bool
     approvers: tuple[str, ...]
     soak_time: str | None
+    requires_verification: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Pipeline:
     @property
     def environments(self) -> tuple[str, ...]:
         return tuple(stage.environment for stage in self.stages)
+
+    def stage(self, environment: str) -> Stage | None:
+        return next((s for s in self.stages if s.environment == environment), None)
 
 
 @dataclass(frozen=True)

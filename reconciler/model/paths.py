@@ -104,3 +104,17 @@ def config_path(project: str, component: str, environment: str | None = None) ->
 def secret_path(environment: str, project: str, component: str, key: str) -> str:
     """Where one secret lives: the file is named by its key."""
     return f"{release_folder(environment, project, component)}/secrets/{key}.sops.yaml"
+
+
+VERIFICATIONS_REFS = "refs/reconciler/verifications/"
+"""Verification records live under this ref namespace of the state repo's remote, one ref
+per cluster, never on a branch."""
+
+
+def verification_ref(cluster: str) -> str:
+    return f"{VERIFICATIONS_REFS}{cluster}"
+
+
+def verification_path(environment: str, project: str, component: str) -> str:
+    """A record's file in its cluster's ref: one per (environment, component)."""
+    return f"{environment}/{project}/{component}.yaml"

@@ -16,6 +16,8 @@ TRACK = "Track"
 KEY = "Key"
 RECIPIENTS = "Recipients"
 ROLLED_BACK_FROM = "Rolled-Back-From"
+VERIFICATION_SKIPPED = "Verification-Skipped"
+"""Set on a promotion made with --skip-verification: the reason given."""
 PULL_REQUEST_BRANCH = "Pull-Request-Branch"
 """Set on a write made for a pull request (``--branch``): kept by a rebase merge."""
 

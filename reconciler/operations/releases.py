@@ -7,15 +7,18 @@ each is refused, with the reason, when the pipeline's rules say no.
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
 from collections.abc import Callable, Mapping
 
 from reconciler.errors import InvalidState, ReconcilerError
 from reconciler.git.store import GitTree, Write
+from reconciler.load.verifications import Records
 from reconciler.model import trailers
 from reconciler.model.kinds import Build, Component, Pipeline, Release, Stage, State
 from reconciler.model.names import split_ref
 from reconciler.model.paths import build_path, pipeline_path, release_path
+from reconciler.model.verification import verdict
 from reconciler.operations.common import (
     API_VERSION,
     Outcome,
@@ -191,8 +194,12 @@ def _find_build(state: State, component: Component, commit: str) -> Build:
 
 
 def promote(ref: str, environment: str, branch: bool,
-            moment: datetime.datetime | None = None) -> Callable[[GitTree], Outcome]:
-    """Copy the previous stage's release into ``environment``, the pipeline's next stage."""
+            moment: datetime.datetime | None = None, verifications: Records | None = None,
+            skip_verification: str | None = None) -> Callable[[GitTree], Outcome]:
+    """Copy the previous stage's release into ``environment``, the pipeline's next stage.
+    Into a stage with ``requiresVerification``, the release must be recorded Healthy on
+    every cluster of the previous stage in ``verifications``, and ``soakTime`` counts from
+    then; ``skip_verification`` (the reason) bypasses both and is recorded in a trailer."""
     moment = moment or now_utc()
 
     def operation(tree: GitTree) -> Outcome:
@@ -216,7 +223,12 @@ def promote(ref: str, environment: str, branch: bool,
         if source is None:
             raise ReconcilerError(f"{ref} has no release in {previous}, the stage before "
                                   f"{environment}: promote it there first")
-        if stage.soak_time:
+        extra = _branch_trailer(ref, environment, "promote", branch)
+        if stage.requires_verification and skip_verification:
+            extra[trailers.VERIFICATION_SKIPPED] = skip_verification
+        elif stage.requires_verification:
+            _verified(state, component, stage, previous, source, verifications or {}, moment)
+        elif stage.soak_time:
             ready = parse_time(source.released_at) + parse_duration(stage.soak_time)
             if moment < ready:
                 raise ReconcilerError(
@@ -225,9 +237,51 @@ def promote(ref: str, environment: str, branch: bool,
         return _release_write(tree, state, component, environment, source.commit, source.image,
                               source.version, moment, "promote",
                               f"promote {ref} to {environment}", from_environment=previous,
-                              extra=_branch_trailer(ref, environment, "promote", branch))
+                              extra=extra)
 
     return operation
+
+
+def _verified(state: State, component: Component, stage: Stage, previous: str,
+              source: Release, verifications: Records, moment: datetime.datetime) -> None:
+    """Refuse unless ``source`` is recorded Healthy on every cluster of ``previous`` (and,
+    with a soak time, has been for that long on all of them)."""
+    clusters = state.environment_named(previous).clusters
+    found = verdict(verifications.get((previous, component.ref), {}), clusters, source.image)
+    if not found.verified:
+        raise ReconcilerError(
+            f"{component.ref} is not verified in {previous}, which {stage.environment} "
+            f"requires (Healthy on every cluster): {'; '.join(found.reasons)}; promote once "
+            "it is, or use --skip-verification --reason TEXT in an emergency")
+    if stage.soak_time and found.healthy_since is not None:
+        ready = found.healthy_since + parse_duration(stage.soak_time)
+        if moment < ready:
+            raise ReconcilerError(
+                f"{component.ref} must soak in {previous} for {stage.soak_time} before "
+                f"{stage.environment}: {found.summary(moment)} of {stage.soak_time}, "
+                f"promotable from {timestamp(ready)}")
+
+
+def auto_promotions(state: State) -> list[tuple[str, str]]:
+    """(component, environment) for each stage with ``promotion: auto`` (after the first)
+    whose previous stage runs a release it does not run yet: what ``promote --auto`` tries,
+    so a newer release in the previous stage supersedes an older one never promoted."""
+    found = []
+    for project, name in sorted(state.components):
+        component = state.components[(project, name)]
+        pipeline = state.pipelines.get(state.component_pipeline(component))
+        if pipeline is None:
+            continue
+        for before, stage in itertools.pairwise(pipeline.stages):
+            if stage.promotion != "auto":
+                continue
+            source = state.releases.get((before.environment, project, name))
+            current = state.releases.get((stage.environment, project, name))
+            if source is not None and (current is None or
+                                       (current.image, current.commit) !=
+                                       (source.image, source.commit)):
+                found.append((component.ref, stage.environment))
+    return found
 
 
 def rollback(ref: str, environment: str, history: list[Release], to: str | None,

@@ -4,7 +4,11 @@ the first-parent line of the branch (the order changes reached it).
 Every digest released into an environment must be a registered build with that digest at
 that commit, released in each earlier stage of the component's pipeline (at that commit)
 in an earlier commit, and, into a stage that requires a pull request, must have arrived by
-one (a merge, a squash or a rebase of a pull request, not a direct push). Build records are
+one (a merge, a squash or a rebase of a pull request, not a direct push), and, into a stage
+that requires verification, must have been recorded Healthy on every cluster of the
+previous stage before its commit (where the repository has verification records; a
+promotion that skipped verification is listed with its reason; a release that ran in that
+environment before, a rollback, needs no new verification). Build records are
 immutable. A commit of the tool must change only what its trailers say. How a change
 arrived (tool commit, merge, squash with any message, rebase, careful hand edit) does not
 matter otherwise: trailers attribute, they don't grant trust. Hand edits of platform files
@@ -30,6 +34,7 @@ from pathlib import Path
 from reconciler.errors import ReconcilerError
 from reconciler.git.history import CommitInfo, Repository
 from reconciler.load import parse
+from reconciler.load.verifications import first_healthy_ever
 from reconciler.model import trailers
 from reconciler.model.kinds import Pipeline, State
 from reconciler.model.paths import (
@@ -66,6 +71,21 @@ Released = set[tuple[str, str, str, str]]
 """(environment, project, component, image) released at some commit so far."""
 
 
+@dataclass(frozen=True)
+class Obligation:
+    """A release into a stage with requiresVerification: it must have been recorded Healthy
+    on every cluster of the previous stage before its commit (unless skipped)."""
+
+    commit: str
+    path: str
+    time: str
+    previous: str
+    component: str
+    image: str
+    clusters: tuple[str, ...]
+    skipped: str
+
+
 def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
           since: str | None = None, verbose: bool = False,
           cache: Path | None = None) -> list[Finding]:
@@ -73,6 +93,7 @@ def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
     ``cache`` (default: the user's cache folder) keeps the proof's progress per commit."""
     repository = Repository(path)
     line = repository.first_parents(revision, since)
+    line_order = {info.id: index for index, info in enumerate(line)}
     if not line:
         raise ReconcilerError(f"{path} has no commits to audit")
     tip = line[-1].id
@@ -83,18 +104,22 @@ def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
             tip, environment_path(environment)) is None:
         raise ReconcilerError(f"unknown environment {environment!r}")
     store = _Cache(cache or default_cache(), line[0].id)
-    start, released, findings = store.resume(line)
+    start, released, findings, obligations = store.resume(line)
     if start == 0:
         for file, _ in repository.changed(None, line[0].id):
             _remember(repository, line[0].id, file, released)
     for parent, info in itertools.pairwise(line[start:]):
         changes = repository.changed(parent.id, info.id)
-        findings.extend(_check_commit(repository, info, changes, released))
+        findings.extend(_check_commit(repository, info, changes, released, obligations))
         for file, status in changes:
             if status != "deleted":
                 _remember(repository, info.id, file, released)
-    store.save(tip, released, findings)
-    return [f for f in findings if (verbose or not f.notice)
+    store.save(tip, released, findings, obligations)
+    # Verification records live outside the branch and may arrive later: never cached.
+    everything = sorted(findings + _verification_findings(path, obligations),
+                        key=lambda f: line_order.get(f.commit, 0)) \
+        if obligations else findings
+    return [f for f in everything if (verbose or not f.notice)
             and (environment is None or _environment_of(f.path) == environment)]
 
 
@@ -106,31 +131,36 @@ def default_cache() -> Path:
 class _Cache:
     """The proof's progress after a commit: one JSON file per audited tip, per baseline."""
 
-    VERSION = "1"
+    VERSION = "2"
 
     def __init__(self, folder: Path, baseline: str) -> None:
         self.folder = folder / f"v{self.VERSION}-{baseline}"
 
-    def resume(self, line: list[CommitInfo]) -> tuple[int, Released, list[Finding]]:
+    def resume(self, line: list[CommitInfo]
+               ) -> tuple[int, Released, list[Finding], list[Obligation]]:
         """Where to carry on: the newest commit of ``line`` with saved progress."""
         for index in range(len(line) - 1, 0, -1):
             try:
                 saved = json.loads((self.folder / f"{line[index].id}.json").read_text())
                 released = {tuple(entry) for entry in saved["released"]}
                 findings = [Finding(**entry) for entry in saved["findings"]]
+                obligations = [Obligation(**{**entry, "clusters": tuple(entry["clusters"])})
+                               for entry in saved["obligations"]]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            return index, released, findings
-        return 0, set(), []
+            return index, released, findings, obligations
+        return 0, set(), [], []
 
-    def save(self, commit: str, released: Released, findings: list[Finding]) -> None:
+    def save(self, commit: str, released: Released, findings: list[Finding],
+             obligations: list[Obligation]) -> None:
         """Keep the progress, best effort: an audit never fails for its cache."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             target = self.folder / f"{commit}.json"
             temporary = target.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"released": sorted(released),
-                                             "findings": [f.as_dict() for f in findings]}))
+            temporary.write_text(json.dumps({
+                "released": sorted(released), "findings": [f.as_dict() for f in findings],
+                "obligations": [asdict(o) for o in obligations]}))
             temporary.replace(target)
             for old in sorted(self.folder.glob("*.json"), key=lambda f: f.stat().st_mtime)[:-8]:
                 old.unlink(missing_ok=True)
@@ -152,7 +182,7 @@ def _remember(repository: Repository, commit: str, file: str, released: Released
 
 
 def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[str, str]],
-                  released: Released) -> list[Finding]:
+                  released: Released, obligations: list[Obligation]) -> list[Finding]:
     found: list[Finding] = []
     operation = info.trailers.get(trailers.OPERATION, "")
     merged = _by_pull_request(info)
@@ -162,7 +192,8 @@ def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[
             found.append(Finding(info.id, file, f"build record {status} after it was "
                                  "registered: builds are immutable"))
         elif kind == "Release" and status != "deleted":
-            found.extend(_check_release(repository, info, file, names, released, merged))
+            found.extend(_check_release(repository, info, file, names, released, merged,
+                                        obligations))
     if operation and len(info.parents) == 1:
         allowed = _paths_of(info)
         if allowed is not None:
@@ -177,7 +208,8 @@ def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[
 
 
 def _check_release(repository: Repository, info: CommitInfo, file: str,
-                   names: tuple[str, ...], released: Released, merged: bool) -> list[Finding]:
+                   names: tuple[str, ...], released: Released, merged: bool,
+                   obligations: list[Obligation]) -> list[Finding]:
     environment, project, component = names[:3]
     data = yaml_mapping(repository.blob_at(info.id, file)) or {}
     image, source = str(data.get("image", "")), str(data.get("commit", ""))
@@ -201,6 +233,39 @@ def _check_release(repository: Repository, info: CommitInfo, file: str,
         if stage_rules.requires_pull_request and not merged:
             found.append(Finding(info.id, file, f"released into {environment}, which requires "
                                  "a pull request, without one (a direct push)"))
+        index = stages.index(environment)
+        rollback = (environment, project, component, image) in released
+        if stage_rules.requires_verification and index > 0 and not rollback:
+            previous = stages[index - 1]
+            settings = yaml_mapping(repository.blob_at(info.id, environment_path(previous)))
+            clusters = (settings or {}).get("clusters") or []
+            obligations.append(Obligation(
+                info.id, file, info.time, previous, f"{project}/{component}", image,
+                tuple(str(c) for c in clusters),
+                info.trailers.get(trailers.VERIFICATION_SKIPPED, "")))
+    return found
+
+
+def _verification_findings(path: Path, obligations: list[Obligation]) -> list[Finding]:
+    """Each release into a stage with requiresVerification, held against the verification
+    records (where the repository has any): verified on every cluster of the previous stage
+    before its commit, or skipped, which is listed."""
+    first_healthy = first_healthy_ever(path)
+    found = []
+    for duty in obligations:
+        if duty.skipped:
+            found.append(Finding(duty.commit, duty.path, f"promoted into {_environment_of(duty.path)}"
+                                 f" with verification skipped: {duty.skipped}"))
+            continue
+        if not first_healthy:
+            continue  # no records anywhere: nothing to hold it against
+        for cluster in duty.clusters:
+            since = first_healthy.get((cluster, duty.previous, duty.component, duty.image))
+            if since is None or since > duty.time:
+                when = f"first Healthy there at {since}" if since else "never recorded Healthy"
+                found.append(Finding(duty.commit, duty.path, f"promoted {duty.image} at "
+                                     f"{duty.time} before it was verified in {duty.previous} on "
+                                     f"{cluster} ({when})"))
     return found
 
 
