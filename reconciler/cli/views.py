@@ -17,6 +17,8 @@ from reconciler.cli.base import (
     revision_of,
     state_of,
 )
+from reconciler.errors import ReconcilerError
+from reconciler.load.verifications import read_records
 from reconciler.model.names import split_ref
 from reconciler.operations.common import now_utc
 from reconciler.queries.audit import audit
@@ -34,8 +36,10 @@ from reconciler.reconcile import live_health_by_cluster
 @click.pass_context
 def status_command(ctx: click.Context, environment: str | None, live: bool,
                    kubeconfig: Path | None) -> None:
-    """The matrix of components x environments: version, short digest and age of each release,
-    and with --live its health in each cluster."""
+    """The matrix of components x environments: version, short digest and age of each release;
+    where clusters publish verification records, whether it is verified (✓ healthy on every
+    cluster of its environment and for how long, ✗ Degraded somewhere, … waiting); and with
+    --live its health in each cluster."""
     state = state_of(ctx)
     environments = environment_order(state, environment)
     health = None
@@ -43,13 +47,20 @@ def status_command(ctx: click.Context, environment: str | None, live: bool,
         health, warnings = live_health_by_cluster(state, environments, kubeconfig)
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
-    cells = status(state, environments, now_utc(), health)
+    try:
+        records = read_records(ctx.obj["repo"])
+    except ReconcilerError as exc:
+        records = {}
+        click.echo(f"warning: verification records not read: {exc}", err=True)
+    cells = status(state, environments, now_utc(), health, records)
     if output_of(ctx) in ("json", "yaml"):
         print_data(output_of(ctx), [cell.as_dict(live) for cell in cells])
         return
     table: dict[str, dict[str, str]] = {}
     for cell in cells:
         text = f"{cell.version} {cell.short_digest} {cell.age}"
+        if cell.verification_mark:
+            text += f" {cell.verification_mark}"
         if live:
             text += " " + "/".join(sorted(set(cell.health.values())) or ["Unknown"])
         table.setdefault(cell.component, {})[cell.environment] = text

@@ -62,8 +62,9 @@ class EnvironmentWorker:
         """False once this replica stops leading or the daemon stops: no more writes."""
         self.applied = ""
         self.healthy = False
-        """Whether the last health wait found everything Healthy: until then every pass
-        waits again (and records), so a release that gets healthy late is still verified."""
+        """Whether the last health wait found everything Healthy and its records were
+        published: until then every pass waits again and records, so a release that gets
+        healthy late, or records refused once, are still published."""
         self.failures = 0
         self.retry_at = 0.0
         self._offer: Offer | None = None
@@ -140,14 +141,14 @@ class EnvironmentWorker:
             force_conflicts=True, cancelled=lambda: self._superseded(offer.commit))
         self._observe(offer.commit, result, new_commit, time.monotonic() - started)
         if result.health and not self._superseded(offer.commit):
-            self.healthy = all(h.status == "Healthy" for h in result.health.values())
-            self._verify(offer, result)
+            self.healthy = self._verify(offer, result) and \
+                all(h.status == "Healthy" for h in result.health.values())
 
-    def _verify(self, offer: Offer, result: Result) -> None:
+    def _verify(self, offer: Offer, result: Result) -> bool:
         """Publish what this cluster saw of each release's health: what promotions into a
         stage with requiresVerification check. Without push rights: logged, carried on."""
         if not self.may_write():
-            return  # one writer per cluster: the leader
+            return False  # one writer per cluster: the leader
         try:
             changed = record_verifications(self.repo, self.cluster, offer.state,
                                            self.environment, offer.commit, result.health,
@@ -156,12 +157,13 @@ class EnvironmentWorker:
             self.metrics.verification_errors.labels(self.environment).inc()
             log.warning("cannot publish verification records",
                         extra={"environment": self.environment, "error": str(exc)})
-            return
+            return False
         if changed:
             self.metrics.verifications.labels(self.environment).inc(len(changed))
             log.info("verification recorded", extra={
                 "environment": self.environment,
                 "records": {r.component: r.health for r in changed}})
+        return True
 
     def _failed(self, commit: str, error: str, details: tuple[str, ...] = ()) -> None:
         """This environment failed: only it backs off; the others carry on."""

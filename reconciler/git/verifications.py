@@ -10,6 +10,7 @@ record is lost.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -72,8 +73,11 @@ def publish(path: Path, cluster: str, files: Mapping[str, bytes], message: str,
 
 def latest(path: Path, fetch: bool) -> dict[str, dict[str, bytes]]:
     """Each cluster's records now: cluster -> file path -> content (fetched first when
-    ``fetch`` and the repository has an origin)."""
-    repository = open_repository(path)
+    ``fetch`` and the repository has an origin); none for a folder that is no repository."""
+    try:
+        repository = open_repository(path)
+    except ReconcilerError:
+        return {}
     remote = _origin(repository)
     if fetch and remote is not None:
         _fetch(remote)
@@ -87,8 +91,16 @@ def latest(path: Path, fetch: bool) -> dict[str, dict[str, bytes]]:
 
 def every_version(path: Path) -> dict[str, list[bytes]]:
     """Each cluster's records as they ever were (each distinct file content once), for the
-    audit: a record overwritten by a newer release still proves the older one."""
-    repository = open_repository(path)
+    audit: a record overwritten by a newer release still proves the older one. Fetched from
+    origin first, best effort: records only ever add, so stale ones can only prove less."""
+    try:
+        repository = open_repository(path)
+    except ReconcilerError:
+        return {}
+    remote = _origin(repository)
+    if remote is not None:
+        with contextlib.suppress(ReconcilerError):
+            _fetch(remote)
     found: dict[str, list[bytes]] = {}
     for name in repository.references:
         if not name.startswith(VERIFICATIONS_REFS):

@@ -1,5 +1,6 @@
 """``status``: the matrix of components x environments, each release's version, digest and
-age, and (when given) its live health per cluster."""
+age, whether it is verified (recorded Healthy on every cluster of its environment), and
+(when given) its live health per cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.errors import ReconcilerError
-from reconciler.model.kinds import State
+from reconciler.load.verifications import Records
+from reconciler.model.kinds import Release, State
+from reconciler.model.verification import verdict
 from reconciler.queries.history import age
 
 HealthByCluster = Mapping[tuple[str, str, str], Mapping[str, str]]
@@ -25,6 +28,19 @@ class StatusCell:
     released_at: str
     age: str
     health: Mapping[str, str] = field(default_factory=dict)
+    verification: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def verification_mark(self) -> str:
+        """✓ healthy on every cluster (for how long), ✗ degraded somewhere, … waiting."""
+        if not self.verification:
+            return ""
+        if self.verification["verified"]:
+            return f"✓ {self.verification['summary']}"
+        clusters: Mapping[str, Mapping[str, str]] = self.verification["clusters"]  # type: ignore[assignment]
+        degraded = sorted(name for name, seen in clusters.items()
+                          if seen.get("health") == "Degraded")
+        return f"✗ Degraded on {', '.join(degraded)}" if degraded else "… waiting"
 
     @property
     def short_digest(self) -> str:
@@ -35,6 +51,8 @@ class StatusCell:
             "component": self.component, "environment": self.environment,
             "version": self.version, "image": self.image, "commit": self.commit,
             "releasedAt": self.released_at, "age": self.age}
+        if self.verification:
+            found["verification"] = dict(self.verification)
         if live:
             found["health"] = dict(self.health)
         return found
@@ -56,8 +74,10 @@ def environment_order(state: State, only: str | None = None) -> list[str]:
 
 
 def status(state: State, environments: list[str], now: datetime.datetime,
-           health: HealthByCluster | None = None) -> list[StatusCell]:
-    """One cell per release, components in name order, environments in the given order."""
+           health: HealthByCluster | None = None,
+           records: Records | None = None) -> list[StatusCell]:
+    """One cell per release, components in name order, environments in the given order;
+    with ``records`` (when there are any), whether each release is verified."""
     cells = []
     for project, name in sorted(state.components):
         for environment in environments:
@@ -66,5 +86,19 @@ def status(state: State, environments: list[str], now: datetime.datetime,
                 cells.append(StatusCell(
                     f"{project}/{name}", environment, release.version, release.image,
                     release.commit, release.released_at, age(release.released_at, now),
-                    (health or {}).get((environment, project, name), {})))
+                    (health or {}).get((environment, project, name), {}),
+                    _verification(state, release, records, now) if records else {}))
     return cells
+
+
+def _verification(state: State, release: Release, records: Records,
+                  now: datetime.datetime) -> dict[str, object]:
+    ref = f"{release.project}/{release.component}"
+    by_cluster = records.get((release.environment, ref), {})
+    clusters = state.environments[release.environment].clusters
+    found = verdict(by_cluster, clusters, release.image)
+    return {"verified": found.verified, "summary": found.summary(now),
+            "clusters": {name: {"health": record.health, "since": record.since,
+                                "firstHealthy": record.first_healthy,
+                                "thisRelease": record.image == release.image}
+                         for name, record in sorted(by_cluster.items())}}
