@@ -243,10 +243,11 @@ def test_the_daemon_records_health_and_carries_on_without_push_rights(
     follower = tmp_path / "follower.git"
     clone_bare(str(team.remote), follower)
     running = daemons_for(follower)
-    wait_for(lambda: running.metric("reconciler_verification_errors_total") >= 1,
-             "the refused publication counted", timeout=120)
-    assert status_of(api_client, team.live.name).get("health") == "Healthy", \
-        "applied and healthy all the same"
+    wait_for(lambda: status_of(api_client, team.live.name).get("health") == "Healthy",
+             "applied and healthy all the same", timeout=120)
+    environment = f'environment="{team.live.name}"'
+    wait_for(lambda: running.metric("reconciler_verification_errors_total", environment) >= 1,
+             "the refused publication counted")
     assert running.get("/readyz")[0] == 200, "refused records do not make it unready"
     assert RECORDS not in refs(team.remote)
     hook.unlink()  # push rights granted: the next pass publishes what it could not

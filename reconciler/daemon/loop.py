@@ -77,6 +77,7 @@ class Daemon:
         self.ready = threading.Event()
         self.is_leader = False
         self.workers: dict[str, EnvironmentWorker] = {}
+        self.seen_tip = ""
         self.failures = 0
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
@@ -147,6 +148,7 @@ class Daemon:
             return self.interval
         try:
             commit = follow(self.repo)
+            self.seen_tip = commit
             ensure_system_namespace(self.writer)
             state, problems = load_state_and_problems(GitTree(self.repo, commit))
         except ReconcilerError as exc:
@@ -193,6 +195,13 @@ class Daemon:
         failing = sorted(name for name, worker in list(self.workers.items()) if worker.failing)
         return f"failing environments: {', '.join(failing)}" if failing else ""
 
+    def tip_moved(self) -> bool:
+        """Whether the followed branch is no longer at the commit the last pass loaded."""
+        try:
+            return follow(self.repo) != self.seen_tip
+        except ReconcilerError:
+            return True  # let a pass report it
+
     def _watch_local_repo(self) -> Any:
         """A repo without origin changes on disk: react to its ref updates at once."""
         git_dir = self.repo / ".git" if (self.repo / ".git").is_dir() else self.repo
@@ -205,8 +214,8 @@ class Daemon:
                 if event.event_type not in _WRITES:
                     return  # inotify also reports opens and reads, our own among them
                 path = str(event.dest_path or event.src_path)
-                if "refs" in path or path.endswith("HEAD"):
-                    daemon.trigger.set()
+                if ("refs" in path or path.endswith("HEAD")) and daemon.tip_moved():
+                    daemon.trigger.set()  # not for the tool's own refs (verification records)
 
         observer = Observer()
         observer.schedule(Handler(), str(git_dir), recursive=True)
