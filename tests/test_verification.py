@@ -11,6 +11,7 @@ storefront's release there differs from staging's, so it is the one promoted."""
 from __future__ import annotations
 
 import datetime
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,10 +77,13 @@ class Team:
         return cli_in(self.developer, "promote", *args)
 
     def record_text(self, cluster: str = "nonprod-eu", component: str = "storefront") -> str:
+        """The record on the remote ('' when there is none yet)."""
         repository = pygit2.Repository(str(self.remote))
-        commit = repository.references[f"refs/reconciler/verifications/{cluster}"].peel(
-            pygit2.Commit)
-        return repository[commit.tree[f"{self.live.name}/shop/{component}.yaml"].id].data.decode()
+        ref = repository.references.get(f"refs/reconciler/verifications/{cluster}")
+        path = f"{self.live.name}/shop/{component}.yaml"
+        if ref is None or path not in ref.peel(pygit2.Commit).tree:
+            return ""
+        return repository[ref.peel(pygit2.Commit).tree[path].id].data.decode()
 
     def never_ready(self) -> None:
         """Storefront in development asks for more CPU than any node has: never Available."""
@@ -126,7 +130,7 @@ def test_a_healthy_release_is_recorded_outside_main_and_may_be_promoted(team: Te
     assert team.storefront_in_development() in team.storefront_in_staging()
     assert cli_in(team.developer, "audit").exit_code == 0, "verified before it was promoted"
     status = cli_in(team.developer, "status", "--env", team.live.name)
-    assert "✓ healthy on 1/1 clusters for 0m" in status.stdout, status.stdout
+    assert "✓ healthy on 1/1 clusters for " in status.stdout, status.stdout
 
 
 def test_a_release_that_never_becomes_ready_is_refused_with_its_cluster(team: Team) -> None:
@@ -152,8 +156,8 @@ def test_soak_time_counts_from_when_it_was_verified(team: Team) -> None:
     assert team.apply().exit_code == 0
     refused = team.promote(STOREFRONT, "--to", "staging")
     assert refused.exit_code == 1
-    assert "healthy on 1/1 clusters for 0m of 1h, promotable from 20" in refused.stderr, \
-        refused.stderr
+    assert re.search(r"healthy on 1/1 clusters for \dm of 1h, promotable from 20",
+                     refused.stderr), refused.stderr
     records = read_records(team.developer)
     first = records[(team.live.name, STOREFRONT)]["nonprod-eu"].first_healthy
     assert first is not None
@@ -252,8 +256,8 @@ def test_the_daemon_records_health_and_carries_on_without_push_rights(
     assert RECORDS not in refs(team.remote)
     hook.unlink()  # push rights granted: the next pass publishes what it could not
     running.daemon.trigger.set()
-    wait_for(lambda: RECORDS in refs(team.remote), "the records published", timeout=120)
-    assert 'health: "Healthy"' in team.record_text()
+    wait_for(lambda: 'health: "Healthy"' in team.record_text(), "the records published",
+             timeout=120)
 
 
 def test_records_published_at_once_never_lose_one_another(team: Team, tmp_path: Path) -> None:
