@@ -31,7 +31,8 @@ def generate(root: Path, components: int, per_project: int = 50) -> None:
     _write(root, "pipelines/standard.yaml", f"kind: Pipeline\nname: standard\nstages:\n{stages}")
     for environment in ENVIRONMENTS:
         _write(root, f"environments/{environment}/environment.yaml",
-               f"kind: Environment\nname: {environment}\nclusters: [bench]\n")
+               f"kind: Environment\nname: {environment}\nclusters: [bench]\n"
+               f"domain: {environment}.bench.example\n")
     for index in range(components):
         project = f"p{index // per_project:03d}"
         name = f"c{index:04d}"

@@ -29,6 +29,8 @@ from reconciler.model.kinds import (
 from reconciler.model.names import namespace_name, service_name
 
 CLUSTER_DOMAIN = "svc.cluster.local"
+DEFAULT_RESOURCES = Resources(cpu="100m", memory="128Mi")
+"""Requests (and, for memory, the limit) of a container whose component sets none."""
 _SCHEMES = {"REST": "http", "GraphQL": "http", "WS": "ws", "gRPC": "grpc", "TCP": "tcp"}
 
 
@@ -80,7 +82,8 @@ def _resolve(state: State, environment: Environment, release: Release) -> Desire
     env = {name: value.value for name, value in configuration(state, component,
                                                               environment.name).items()}
     files: dict[str, ConfigFile] = {}
-    replicas, resources = component.replicas, component.resources
+    replicas = component.replicas
+    resources = _merge_resources(DEFAULT_RESOURCES, component.resources)
     for config in (state.component_configs.get(key[1:]), state.environment_configs.get(key)):
         if config is None:
             continue

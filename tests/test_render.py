@@ -31,8 +31,9 @@ def find(found: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def test_service_renders_deployment_service_config_and_policy(run: Run) -> None:
     found = objects(run, "--env", "production", "--project", "shop", "--component", "checkout")
     kinds = [o["kind"] for o in found]
-    assert kinds == ["Namespace", "NetworkPolicy", "NetworkPolicy", "ConfigMap", "ConfigMap",
-                     "Service", "Deployment"]
+    assert kinds == ["Namespace", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
+                     "ServiceAccount", "ConfigMap", "ConfigMap", "Service", "Deployment",
+                     "PodDisruptionBudget"]
     deployment = find(found, "Deployment", "checkout")
     assert deployment["metadata"]["namespace"] == "shop-production"
     spec = deployment["spec"]
@@ -68,7 +69,7 @@ def test_configuration_merges_defaults_component_and_environment(run: Run) -> No
     assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"]
     files = next(o for o in found if o["metadata"]["name"].startswith("checkout-files-"))
     assert files["data"]["etc.checkout.app.toml"].startswith("[checkout]\n")
-    assert container["volumeMounts"][0]["mountPath"] == "/etc/checkout/app.toml"
+    assert "/etc/checkout/app.toml" in [m["mountPath"] for m in container["volumeMounts"]]
 
 
 def test_config_list_shows_exactly_what_the_pod_gets(repo: Path, run: Run) -> None:
@@ -110,16 +111,18 @@ def test_a_config_change_renames_the_configmap_and_rolls_the_pods(repo: Path, ru
 def test_network_policies_follow_endpoint_visibility(run: Run) -> None:
     found = objects(run, "--env", "staging")
     deny = find([o for o in found if o["metadata"].get("namespace") == "shop-staging"],
-                "NetworkPolicy", "default-deny-ingress")
-    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+                "NetworkPolicy", "default-deny")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     catalog = find(found, "NetworkPolicy", "catalog")["spec"]["ingress"]
     assert catalog == [{"ports": [{"port": 4000, "protocol": "TCP"}],
                         "from": [{"podSelector": {}}]}]
     checkout = find(found, "NetworkPolicy", "checkout")["spec"]["ingress"]
-    assert checkout[0]["from"] == [{"namespaceSelector": {"matchLabels": {
-        "reconciler.io/environment": "staging"}}}]
+    assert checkout[0]["from"] == [{"namespaceSelector": {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "In",
+        "values": ["identity-staging", "shop-staging"]}]}}]
     storefront = find(found, "NetworkPolicy", "storefront")["spec"]["ingress"]
-    assert storefront == [{"ports": [{"port": 3000, "protocol": "TCP"}]}]
+    assert storefront == [{"ports": [{"port": 3000, "protocol": "TCP"}], "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]}]
     namespace = find(found, "Namespace", "shop-staging")
     assert namespace["metadata"]["labels"]["reconciler.io/environment"] == "staging"
 
@@ -127,6 +130,7 @@ def test_network_policies_follow_endpoint_visibility(run: Run) -> None:
 def test_public_endpoints_get_an_ingress(run: Run) -> None:
     found = objects(run, "--env", "production", "--project", "identity")
     ingress = find(found, "Ingress", "auth")
+    assert ingress["spec"]["rules"][0]["host"] == "acme.example"
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
     assert paths == [{"path": "/identity/auth/login", "pathType": "Prefix", "backend": {
         "service": {"name": "auth-login", "port": {"number": 8080}}}}]
@@ -184,8 +188,8 @@ def test_output_is_sorted_and_deterministic(run: Run) -> None:
     first = run("render", "--env", "production").stdout
     assert first == run("render", "--env", "production").stdout
     found = [d for d in yaml.safe_load_all(first) if d]
-    order = ["Namespace", "NetworkPolicy", "ConfigMap", "Service", "Deployment", "CronJob",
-             "Ingress"]
+    order = ["Namespace", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Service", "Deployment",
+             "CronJob", "PodDisruptionBudget", "Ingress"]
     ranks = [order.index(o["kind"]) for o in found]
     assert ranks == sorted(ranks)
 
@@ -314,14 +318,17 @@ spec:
 
 
 def test_organisation_templates_can_add_objects(repo: Path, run: Run) -> None:
-    write(repo, "templates/service/pdb.yaml.j2", """\
-apiVersion: policy/v1
-kind: PodDisruptionBudget
+    write(repo, "templates/service/autoscaler.yaml.j2", """\
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
 metadata: {name: {{ component.name | tojson }}, namespace: {{ namespace | tojson }}}
-spec: {minAvailable: 1, selector: {matchLabels: {{ selector | tojson }}}}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: {{ component.name | tojson }}}
+  minReplicas: {{ replicas }}
+  maxReplicas: {{ replicas * 2 }}
 """, header=False)
     found = objects(run, "--env", "production", "--project", "shop")
-    assert find(found, "PodDisruptionBudget", "checkout")
+    assert find(found, "HorizontalPodAutoscaler", "checkout")
 
 
 SERVICE_MONITOR = """\

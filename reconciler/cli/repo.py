@@ -57,11 +57,16 @@ def validate(ctx: click.Context) -> None:
     """Check every file of the state repo and the references between them.
 
     Reports every problem, one per line, as `error: <path>:<line>: <message>`, and exits 1
-    if there is any. With -o json, also prints a summary object on stdout.
+    if there is any. Warnings (a component that relaxes the restricted defaults, a service
+    without a readiness probe) follow as `warning: <path>:<line>: <message>` on stderr and
+    do not fail. With -o json, also prints a summary object on stdout.
     """
     state = state_of(ctx)
+    for notice in state.notices:
+        click.echo(f"warning: {notice}", err=True)
     summary = {
         "valid": True,
+        "warnings": [str(notice) for notice in state.notices],
         "revision": state.revision,
         "environments": len(state.environments),
         "components": len(state.components),

@@ -42,23 +42,29 @@ def load_state_and_problems(reader: TreeReader) -> tuple[State, tuple[Problem, .
     loader = _Loader(reader)
     state = loader.load()
     problems = tuple(sorted(set(loader.problems)))
-    return dataclasses.replace(state, problems=problems), problems
+    notices = tuple(sorted(set(loader.notices)))
+    return dataclasses.replace(state, problems=problems, notices=notices), problems
 
 
 class _Loader:
     def __init__(self, reader: TreeReader) -> None:
         self.reader = reader
         self.problems: list[Problem] = []
+        self.notices: list[Problem] = []
         self.documents: dict[str, Document] = {}
         self.broken: set[tuple[str, tuple[str, ...]]] = set()
 
     def problem(self, path: str, where: list[Any] | int, message: str) -> None:
+        self.problems.append(Problem(path, self._line(path, where), message))
+
+    def notice(self, path: str, where: list[Any] | int, message: str) -> None:
+        self.notices.append(Problem(path, self._line(path, where), message))
+
+    def _line(self, path: str, where: list[Any] | int) -> int:
         if isinstance(where, int):
-            line = where
-        else:
-            document = self.documents.get(path)
-            line = document.line_of(where) if document else 0
-        self.problems.append(Problem(path, line, message))
+            return where
+        document = self.documents.get(path)
+        return document.line_of(where) if document else 0
 
     def load(self) -> State:
         files: set[str] = set()
@@ -100,7 +106,7 @@ class _Loader:
         state = self._build(valid, frozenset(files), templates)
         # References are checked even when some files are broken, so one run reports
         # every problem; names whose own file is broken count as existing.
-        ReferenceChecker(state, self.problem, frozenset(broken)).check()
+        ReferenceChecker(state, self.problem, frozenset(broken), self.notice).check()
         return state
 
     def _read_text(self, path: str) -> str | None:

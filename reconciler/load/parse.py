@@ -22,6 +22,7 @@ from reconciler.model.kinds import (
     Project,
     Release,
     Resources,
+    Security,
     Stage,
     ThirdPartyService,
     Track,
@@ -35,8 +36,14 @@ def organization(data: Mapping[str, Any]) -> Organization:
 
 
 def cluster(data: Mapping[str, Any], path: str) -> Cluster:
+    ingress = data.get("ingress", {})
+    dns = data.get("dns", {})
     return Cluster(data["name"], data.get("context", data["name"]), dict(data.get("labels", {})),
-                   path)
+                   path, ingress_class=ingress.get("className"),
+                   ingress_namespace=ingress.get("namespace", "ingress-nginx"),
+                   tls_secret=ingress.get("tlsSecret"),
+                   dns_namespace=dns.get("namespace", "kube-system"),
+                   dns_pod_labels=dict(dns.get("podLabels", {"k8s-app": "kube-dns"})))
 
 
 def pipeline(data: Mapping[str, Any], path: str) -> Pipeline:
@@ -51,7 +58,8 @@ def pipeline(data: Mapping[str, Any], path: str) -> Pipeline:
 
 def environment(data: Mapping[str, Any], path: str) -> Environment:
     return Environment(data["name"], data.get("production", False), tuple(data["clusters"]),
-                       tuple(data.get("secretRecipients", [])), path)
+                       tuple(data.get("secretRecipients", [])), path, data.get("domain"),
+                       data.get("limitRange"), data.get("resourceQuota"))
 
 
 def _connections(data: Mapping[str, Any], path: str) -> tuple[Connection, ...]:
@@ -99,6 +107,19 @@ def component(project: str, data: Mapping[str, Any], path: str) -> Component:
         labels=tuple(marketplace.get("labels", [])),
         overview=marketplace.get("overview"),
         path=path,
+        security=_security(data.get("security", {})),
+    )
+
+
+def _security(data: Mapping[str, Any]) -> Security:
+    return Security(
+        run_as_user=data.get("runAsUser"),
+        run_as_group=data.get("runAsGroup"),
+        fs_group=data.get("fsGroup"),
+        writable_paths=tuple(data.get("writablePaths", [])),
+        read_only_root_filesystem=data.get("readOnlyRootFilesystem", True),
+        add_capabilities=tuple(data.get("capabilities", {}).get("add", [])),
+        service_account_token=data.get("serviceAccountToken", False),
     )
 
 
@@ -123,4 +144,4 @@ def release(environment: str, data: Mapping[str, Any], path: str) -> Release:
 
 def third_party(data: Mapping[str, Any], path: str) -> ThirdPartyService:
     return ThirdPartyService(data["name"], data["version"], data["url"], data.get("summary", ""),
-                             tuple(data.get("labels", [])), path)
+                             tuple(data.get("labels", [])), path, tuple(data.get("cidrs", [])))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.model.kinds import (
+    TASK_TYPES,
     Build,
     Component,
     Config,
@@ -34,10 +35,13 @@ class ReferenceChecker:
     """
 
     def __init__(self, state: State, report: Report,
-                 broken: frozenset[tuple[str, tuple[str, ...]]] = frozenset()) -> None:
+                 broken: frozenset[tuple[str, tuple[str, ...]]] = frozenset(),
+                 notice: Report | None = None) -> None:
         self.state = state
         self.report = report
         self.broken = broken
+        self.notice: Report = notice or (lambda path, where, message: None)
+        """Warnings: what validate says without failing (relaxed defaults, missing probes)."""
 
     def _broken(self, kind: str, *key: str) -> bool:
         return (kind, key) in self.broken
@@ -53,6 +57,7 @@ class ReferenceChecker:
         for component in self.state.components.values():
             self._component(component)
         self._service_names()
+        self._ingress_routes()
         for build in self.state.builds.values():
             self._build(build)
         for component_key, config in self.state.component_configs.items():
@@ -143,6 +148,64 @@ class ReferenceChecker:
             self._connection(component.project, connection)
         names = [v for c in self._all_connections(component) for v in c.env.values()]
         self._unique(path, "connections", names, "connection environment variable")
+        self._workload_defaults(component)
+
+    def _workload_defaults(self, component: Component) -> None:
+        """What a component relaxes of the safe defaults, and what it leaves to them."""
+        path = component.path
+        for key, what in component.security.relaxations():
+            self.notice(path, ["security", key], f"relaxes the restricted defaults: {what}")
+        for index, writable in enumerate(component.security.writable_paths):
+            if writable == "/tmp":
+                self.report(path, ["security", "writablePaths", index],
+                            "/tmp is always writable: leave it out")
+        if component.type in TASK_TYPES:
+            return
+        if component.readiness is None:
+            if component.endpoints:
+                self.notice(path, 1, "has no readiness probe: it gets a TCP probe on port "
+                            f"{component.endpoints[0].port}, ready as soon as the port accepts "
+                            "connections (declare health.readiness for a real check)")
+            else:
+                self.notice(path, 1, "has no readiness probe and no endpoint: a rollout cannot "
+                            "tell when a new pod is ready")
+        elif component.readiness == component.liveness:
+            self.notice(path, ["health", "liveness"], "liveness is the readiness endpoint: a "
+                        "dependency that fails readiness restarts every pod; give liveness an "
+                        "endpoint of its own")
+
+    def _ingress_routes(self) -> None:
+        """Environments sharing a cluster must not route the same host and path: the
+        ingress controller would send one environment's traffic to the other."""
+        state = self.state
+        routes: dict[tuple[str, str, str], list[str]] = {}
+        for release in state.releases.values():
+            environment = state.environments.get(release.environment)
+            component = state.components.get((release.project, release.component))
+            if environment is None or component is None:
+                continue
+            for endpoint in component.endpoints:
+                if endpoint.visibility != "public" or endpoint.type == "TCP":
+                    continue
+                route = f"/{release.project}/{component.name}/{endpoint.name}"
+                for cluster in environment.clusters:
+                    found = routes.setdefault((cluster, environment.domain or "", route), [])
+                    if environment.name not in found:
+                        found.append(environment.name)
+        reported: set[tuple[str, str]] = set()
+        for (cluster, host, route), environments in sorted(routes.items()):
+            for name in sorted(environments):
+                others = sorted(set(environments) - {name})
+                if not others or (cluster, name) in reported:
+                    continue
+                reported.add((cluster, name))
+                environment = state.environments[name]
+                where = ["domain"] if environment.domain else 1
+                shown = f"{host}{route}" if host else f"{route} (no host)"
+                self.report(environment.path, where,
+                            f"routes {shown} on cluster {cluster}, as environment "
+                            f"{', '.join(others)} does there: give each environment of the "
+                            "cluster its own `domain`")
 
     def _service_names(self) -> None:
         """Services of one project share a namespace: two endpoints of different components

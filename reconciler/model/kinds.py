@@ -49,6 +49,15 @@ class Cluster:
     context: str
     labels: Mapping[str, str]
     path: str
+    ingress_class: str | None = None
+    """``ingressClassName`` of every Ingress rendered for this cluster (none: the default)."""
+    ingress_namespace: str = "ingress-nginx"
+    """Where the ingress controller runs: the only namespace that reaches public endpoints."""
+    tls_secret: str | None = None
+    """A TLS Secret (in each namespace) that every Ingress host is served with."""
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    """Where cluster DNS runs: every pod may send DNS queries there, and nowhere else."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,12 @@ class Environment:
     clusters: tuple[str, ...]
     secret_recipients: tuple[str, ...]
     path: str
+    domain: str | None = None
+    """The host of every public HTTP endpoint of the environment (none: no host)."""
+    limit_range: Mapping[str, Mapping[str, str]] | None = None
+    """A container LimitRange (``default``, ``defaultRequest``, ``min``, ``max``) per namespace."""
+    resource_quota: Mapping[str, str] | None = None
+    """A ResourceQuota's ``hard`` limits per namespace."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,40 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Security:
+    """What a component relaxes of the restricted defaults (PSS *restricted* still holds)."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    fs_group: int | None = None
+    writable_paths: tuple[str, ...] = ()
+    read_only_root_filesystem: bool = True
+    add_capabilities: tuple[str, ...] = ()
+    service_account_token: bool = False
+
+    def relaxations(self) -> list[tuple[str, str]]:
+        """(key, what it relaxes) for each setting that differs from the defaults."""
+        found = []
+        for key, value, what in (
+                ("runAsUser", self.run_as_user, "runs as UID {} instead of 10001"),
+                ("runAsGroup", self.run_as_group, "runs with GID {} instead of 10001"),
+                ("fsGroup", self.fs_group, "volumes are owned by GID {} instead of 10001")):
+            if value is not None:
+                found.append((key, what.format(value)))
+        if self.writable_paths:
+            found.append(("writablePaths", "writable (emptyDir) at "
+                          + ", ".join(self.writable_paths) + " besides /tmp"))
+        if not self.read_only_root_filesystem:
+            found.append(("readOnlyRootFilesystem", "the root filesystem is writable"))
+        if self.add_capabilities:
+            found.append(("capabilities", "adds the capabilities "
+                          + ", ".join(self.add_capabilities)))
+        if self.service_account_token:
+            found.append(("serviceAccountToken", "mounts its ServiceAccount token (API access)"))
+        return found
+
+
+@dataclass(frozen=True)
 class Component:
     project: str
     name: str
@@ -170,6 +219,7 @@ class Component:
     labels: tuple[str, ...]
     overview: str | None
     path: str
+    security: Security = Security()
 
     @property
     def ref(self) -> str:
@@ -258,6 +308,8 @@ class ThirdPartyService:
     summary: str
     labels: tuple[str, ...]
     path: str
+    cidrs: tuple[str, ...] = ()
+    """Where the service is, when known: egress to it is allowed only there."""
 
 
 ComponentKey = tuple[str, str]
@@ -285,6 +337,8 @@ class State:
     files: frozenset[str] = frozenset()
     problems: tuple[Problem, ...] = ()
     """What is wrong with it, when it was loaded leniently (a broken main being repaired)."""
+    notices: tuple[Problem, ...] = ()
+    """Warnings that do not make it invalid: relaxed defaults, a missing readiness probe."""
 
     def project_pipelines(self, project: str) -> tuple[str, ...]:
         found = self.projects.get(project)

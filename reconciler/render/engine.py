@@ -16,9 +16,18 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from reconciler.errors import InvalidState, Problem
-from reconciler.model.kinds import KIND_ORDER, Cluster, Secrets, State
+from reconciler.model.kinds import (
+    KIND_ORDER,
+    TASK_TYPES,
+    Cluster,
+    Component,
+    Probe,
+    Secrets,
+    State,
+)
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, file_key, namespace_name, service_name
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
@@ -27,6 +36,14 @@ from reconciler.yamlio import ManifestError, load_manifests
 
 MASK = "++++++++"
 """Stands in for every secret value unless secrets are revealed."""
+
+DEFAULT_ID = 10001
+"""The UID and GID a container runs as unless its component says otherwise."""
+PRE_STOP_SECONDS = 5
+"""How long a pod keeps serving after it is told to stop, so endpoints drain first."""
+TERMINATION_GRACE_SECONDS = 30
+NAME_LABEL = "kubernetes.io/metadata.name"
+"""The namespace label only the API server sets: policies select namespaces by it."""
 
 Decrypt = Callable[[Secrets], Mapping[str, str]]
 Object = dict[str, Any]
@@ -104,6 +121,8 @@ class _Renderer:
     def __init__(self, state: State, cluster: Cluster | None, decrypt: Decrypt | None) -> None:
         self.state = state
         self.cluster = cluster
+        """The cluster rendered for; without one, the environment's first cluster's network
+        settings apply."""
         self.decrypt = decrypt
         self.templates = Templates(state.templates)
         self.problems: list[Problem] = []
@@ -128,6 +147,7 @@ class _Renderer:
         files = {file_key(f.path): f.content for f in desired.files}
         files_config_map = _named(component.name + "-files", files)
         secret = self._secret(desired)
+        security = component.security
         context.update(
             selector=selector,
             component={
@@ -147,7 +167,20 @@ class _Renderer:
             secret=secret,
             pod_annotations={f"{LABEL_PREFIX}/release": identity},
             container=_container(desired, config_map, secret, files_config_map),
-            volumes=_volumes(files_config_map),
+            volumes=_volumes(desired.component, files_config_map),
+            service_account=component.name,
+            automount_token=security.service_account_token,
+            pod_security_context={
+                "runAsNonRoot": True,
+                "runAsUser": security.run_as_user or DEFAULT_ID,
+                "runAsGroup": security.run_as_group or DEFAULT_ID,
+                "fsGroup": security.fs_group or DEFAULT_ID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            termination_grace_seconds=TERMINATION_GRACE_SECONDS,
+            egress=self._egress(desired),
+            environment_namespaces=self._environment_namespaces(environment),
+            host=desired.environment.domain,
         )
         annotations = {
             f"{LABEL_PREFIX}/release": identity,
@@ -171,6 +204,58 @@ class _Renderer:
         name = f"{desired.component.name}-secrets-{_short_hash(dict(secrets.encrypted))}"
         return {"name": name, "data": data}
 
+    def _egress(self, desired: DesiredRelease) -> list[dict[str, Any]]:
+        """NetworkPolicy egress rules: to each declared connection and nothing else (DNS is
+        allowed for every pod by the namespace's own policy)."""
+        project = self.state.projects.get(desired.project)
+        rules: list[dict[str, Any]] = []
+        for connection in (project.connections if project else ()) + desired.component.connections:
+            if connection.is_platform_service:
+                target_project, target, endpoint_name = connection.service.split("/")
+                found = self.state.components.get((target_project, target))
+                endpoint = next((e for e in found.endpoints if e.name == endpoint_name), None) \
+                    if found else None
+                if endpoint is None:
+                    continue
+                namespace = namespace_name(target_project, desired.environment.name)
+                rule: dict[str, Any] = {
+                    "to": [{"namespaceSelector": {"matchLabels": {NAME_LABEL: namespace}},
+                            "podSelector": {"matchLabels": {
+                                "app.kubernetes.io/name": target,
+                                "app.kubernetes.io/part-of": target_project}}}],
+                    "ports": [{"port": endpoint.port, "protocol": "TCP"}]}
+            else:
+                service = self.state.third_party.get(connection.service)
+                if service is None:
+                    continue
+                parts = urlsplit(service.url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                rule = {"ports": [{"port": port, "protocol": "TCP"}]}
+                if service.cidrs:
+                    rule = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in service.cidrs], **rule}
+            if rule not in rules:
+                rules.append(rule)
+        return rules
+
+    def _environment_namespaces(self, environment: str) -> list[str]:
+        """The namespaces of every project released in ``environment``, by name."""
+        return sorted({namespace_name(r.project, environment)
+                       for r in self.state.releases_in(environment)})
+
+    def _network(self, environment: str) -> dict[str, Any]:
+        cluster = self.cluster
+        if cluster is None:
+            names = self.state.environments[environment].clusters
+            cluster = next((self.state.clusters[n] for n in names if n in self.state.clusters),
+                           None)
+        if cluster is None:
+            cluster = Cluster("", "", {}, "")
+        return {"ingress_class": cluster.ingress_class,
+                "ingress_namespace": cluster.ingress_namespace,
+                "tls_secret": cluster.tls_secret,
+                "dns_namespace": cluster.dns_namespace,
+                "dns_pod_labels": dict(cluster.dns_pod_labels)}
+
     def _labels(self, environment: str, project: str, name: str) -> dict[str, str]:
         return {
             "app.kubernetes.io/name": name,
@@ -187,8 +272,13 @@ class _Renderer:
                    if self.cluster else None)
         return {
             "organization": self.state.organization.name,
-            "environment": {"name": env.name, "production": env.production},
+            "environment": {"name": env.name, "production": env.production,
+                            "domain": env.domain,
+                            "limit_range": dict(env.limit_range) if env.limit_range else None,
+                            "resource_quota": (dict(env.resource_quota) if env.resource_quota
+                                               else None)},
             "cluster": cluster,
+            "network": self._network(environment),
             "project": project,
             "namespace": namespace,
             "label_prefix": LABEL_PREFIX,
@@ -282,6 +372,7 @@ def _container(desired: DesiredRelease, config_map: Mapping[str, Any] | None,
                secret: Mapping[str, Any] | None,
                files_config_map: Mapping[str, Any] | None) -> dict[str, Any]:
     component = desired.component
+    security = component.security
     container: dict[str, Any] = {"name": component.name, "image": desired.release.image}
     if component.endpoints:
         container["ports"] = [{"containerPort": e.port, "protocol": "TCP"}
@@ -293,27 +384,61 @@ def _container(desired: DesiredRelease, config_map: Mapping[str, Any] | None,
         env_from.append({"secretRef": {"name": secret["name"]}})
     if env_from:
         container["envFrom"] = env_from
+    # The root filesystem is read-only: /tmp and each declared writable path are emptyDirs.
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts.extend({"name": f"writable-{index}", "mountPath": path}
+                  for index, path in enumerate(security.writable_paths))
     if files_config_map:
-        container["volumeMounts"] = [
+        mounts.extend(
             {"name": "files", "mountPath": f.path, "subPath": file_key(f.path),
              "readOnly": True}
             for f in desired.files
-        ]
-    for probe, field in ((component.readiness, "readinessProbe"),
-                         (component.liveness, "livenessProbe")):
-        if probe:
-            container[field] = {"httpGet": {"path": probe.path, "port": probe.port},
-                                "periodSeconds": 10, "failureThreshold": 3}
+        )
+    container["volumeMounts"] = mounts
+    readiness = _probe(component.readiness)
+    if readiness is None and component.type not in TASK_TYPES and component.endpoints:
+        # No rollout is safe without one: ready once the first port accepts connections.
+        readiness = {"tcpSocket": {"port": component.endpoints[0].port},
+                     "periodSeconds": 5, "failureThreshold": 3}
+    if readiness:
+        container["readinessProbe"] = readiness
+    liveness = _probe(component.liveness)
+    if liveness:
+        # Restarting is a last resort: liveness tolerates longer than readiness.
+        container["livenessProbe"] = {**liveness, "periodSeconds": 10, "failureThreshold": 6}
     requests = {k: v for k, v in (("cpu", desired.resources.cpu),
                                   ("memory", desired.resources.memory)) if v}
     if requests:
         container["resources"] = {"requests": requests}
         if desired.resources.memory:
             container["resources"]["limits"] = {"memory": desired.resources.memory}
+    if component.type not in TASK_TYPES:
+        # Keep serving while endpoints are removed everywhere, then stop.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
+    container["securityContext"] = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": security.read_only_root_filesystem,
+        "capabilities": {"drop": ["ALL"], **({"add": list(security.add_capabilities)}
+                                             if security.add_capabilities else {})},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     return container
 
 
-def _volumes(files_config_map: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    if not files_config_map:
-        return []
-    return [{"name": "files", "configMap": {"name": files_config_map["name"]}}]
+def _probe(probe: Probe | None) -> dict[str, Any] | None:
+    if probe is None:
+        return None
+    return {"httpGet": {"path": probe.path, "port": probe.port},
+            "periodSeconds": 10, "failureThreshold": 3}
+
+
+def _volumes(component: Component,
+             files_config_map: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    volumes.extend({"name": f"writable-{index}", "emptyDir": {}}
+                   for index, _ in enumerate(component.security.writable_paths))
+    if files_config_map:
+        volumes.append({"name": "files", "configMap": {"name": files_config_map["name"]}})
+    return volumes
