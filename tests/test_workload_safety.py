@@ -203,7 +203,7 @@ GATEWAY = "projects/identity/components/gateway/component.yaml"
 def test_a_component_relaxes_the_defaults_only_explicitly_and_validate_says_so(
         repo: Path, run: Run) -> None:
     text = (repo / GATEWAY).read_text()
-    assert "runAsUser: 101" in text and "writablePaths: [/var/cache/gateway]" in text
+    assert "runAsUser: 65532" in text and "writablePaths: [/var/cache/gateway]" in text
     edit(repo, GATEWAY, "  writablePaths:", "  readOnlyRootFilesystem: false\n"
          "  capabilities: {add: [NET_BIND_SERVICE]}\n  serviceAccountToken: true\n"
          "  writablePaths:")
@@ -212,7 +212,7 @@ def test_a_component_relaxes_the_defaults_only_explicitly_and_validate_says_so(
     warnings = [line for line in validated.stderr.splitlines() if GATEWAY in line]
     assert all(line.startswith("warning: ") for line in warnings)
     assert [line.split(": relaxes the restricted defaults: ")[1] for line in warnings] == [
-        "runs as UID 101 instead of 10001",
+        "runs as UID 65532 instead of 10001",
         "the root filesystem is writable",
         "adds the capabilities NET_BIND_SERVICE",
         "mounts its ServiceAccount token (API access)",
@@ -221,7 +221,7 @@ def test_a_component_relaxes_the_defaults_only_explicitly_and_validate_says_so(
     objects = render(run, repo, "--env", "production", "--project", "identity")
     gateway = find(objects, "Deployment", "gateway")["spec"]["template"]["spec"]
     container = gateway["containers"][0]
-    assert gateway["securityContext"]["runAsUser"] == 101
+    assert gateway["securityContext"]["runAsUser"] == 65532
     assert gateway["automountServiceAccountToken"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"],
@@ -230,7 +230,7 @@ def test_a_component_relaxes_the_defaults_only_explicitly_and_validate_says_so(
     assert restricted_violations(gateway) == [], "relaxations stay within the profile"
     # Nothing beyond the profile can be asked for: the namespace would refuse the pods.
     edit(repo, GATEWAY, "add: [NET_BIND_SERVICE]", "add: [SYS_ADMIN]")
-    edit(repo, GATEWAY, "runAsUser: 101", "runAsUser: 0")
+    edit(repo, GATEWAY, "runAsUser: 65532", "runAsUser: 0")
     refused = run("validate")
     assert refused.exit_code == 1
     assert any("only NET_BIND_SERVICE" in line for line in refused.errors), refused.stderr
@@ -267,6 +267,7 @@ def test_every_deployment_has_readiness_a_budget_spreading_and_drains(run: Run,
             key = (deployment["metadata"]["namespace"], deployment["metadata"]["name"])
             if spec["replicas"] > 1:
                 assert budgets[key]["spec"]["maxUnavailable"] == 1
+                assert budgets[key]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
                 assert budgets[key]["spec"]["selector"] == spec["selector"]
             else:
                 assert key not in budgets, "a budget for one replica would block every drain"
