@@ -558,6 +558,25 @@ def test_ingress_host_class_and_tls_come_from_environment_and_cluster(run: Run,
     assert production["spec"]["rules"][0]["host"] == "acme.example"
 
 
+def test_a_cluster_with_a_gateway_gets_http_routes_instead(run: Run, repo: Path) -> None:
+    edit(repo, "clusters/prod-us.yaml", "  tlsSecret: acme-tls",
+         "  namespace: envoy-gateway-system\n  gateway: {name: public, namespace: gateways}")
+    edit(repo, "clusters/prod-us.yaml", "  namespace: ingress-nginx\n", "")
+    us = render(run, repo, "--env", "production", "--cluster", "prod-us", "--project", "shop")
+    assert not [o for o in us if o["kind"] == "Ingress"]
+    route = find(us, "HTTPRoute", "storefront")["spec"]
+    assert route == {
+        "parentRefs": [{"name": "public", "namespace": "gateways"}],
+        "hostnames": ["acme.example"],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/shop/storefront/web"}}],
+                   "backendRefs": [{"name": "storefront-web", "port": 3000}]}]}
+    policy = find(us, "NetworkPolicy", "storefront")["spec"]["ingress"][0]["from"]
+    assert policy == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "envoy-gateway-system"}}}]
+    eu = render(run, repo, "--env", "production", "--cluster", "prod-eu", "--project", "shop")
+    assert find(eu, "Ingress", "storefront") and not [o for o in eu if o["kind"] == "HTTPRoute"]
+
+
 def test_validate_refuses_two_environments_routing_one_host_on_a_cluster(repo: Path,
                                                                         run: Run) -> None:
     edit(repo, "environments/staging/environment.yaml", "domain: staging.acme.example",

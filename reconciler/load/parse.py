@@ -42,6 +42,8 @@ def cluster(data: Mapping[str, Any], path: str) -> Cluster:
                    path, ingress_class=ingress.get("className"),
                    ingress_namespace=ingress.get("namespace", "ingress-nginx"),
                    tls_secret=ingress.get("tlsSecret"),
+                   gateway=((ingress["gateway"]["namespace"], ingress["gateway"]["name"])
+                            if "gateway" in ingress else None),
                    dns_namespace=dns.get("namespace", "kube-system"),
                    dns_pod_labels=dict(dns.get("podLabels", {"k8s-app": "kube-dns"})))
 

@@ -55,6 +55,9 @@ class Cluster:
     """Where the ingress controller runs: the only namespace that reaches public endpoints."""
     tls_secret: str | None = None
     """A TLS Secret (in each namespace) that every Ingress host is served with."""
+    gateway: tuple[str, str] | None = None
+    """(namespace, name) of a Gateway API Gateway: HTTPRoutes attach to it instead of
+    Ingresses being rendered."""
     dns_namespace: str = "kube-system"
     dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
     """Where cluster DNS runs: every pod may send DNS queries there, and nowhere else."""

@@ -253,6 +253,8 @@ class _Renderer:
         return {"ingress_class": cluster.ingress_class,
                 "ingress_namespace": cluster.ingress_namespace,
                 "tls_secret": cluster.tls_secret,
+                "gateway": ({"namespace": cluster.gateway[0], "name": cluster.gateway[1]}
+                            if cluster.gateway else None),
                 "dns_namespace": cluster.dns_namespace,
                 "dns_pod_labels": dict(cluster.dns_pod_labels)}
 
