@@ -340,6 +340,14 @@ def test_limit_range_and_quota_come_from_the_environment_file(repo: Path, run: R
          "resourceQuota: {pods: lots}\ndomain:")
     refused = run("validate")
     assert refused.exit_code == 1 and "is not a Kubernetes quantity" in refused.stderr
+    edit(repo, "environments/staging/environment.yaml", 'pods: "40"', 'pods: "40", limits.cpu: "8"')
+    refused = run("validate")
+    assert ("environments/staging/environment.yaml:10: resourceQuota limits.cpu would refuse "
+            "every pod: containers do not set it, so give limitRange.default a cpu"
+            in refused.stderr)
+    edit(repo, "environments/staging/environment.yaml", "default: {memory: 256Mi}",
+         "default: {memory: 256Mi, cpu: 500m}")
+    assert "limits.cpu" not in run("validate").stderr
 
 
 # --- Isolation ---

@@ -22,6 +22,10 @@ from reconciler.model.kinds import (
 )
 from reconciler.model.names import file_key, major, namespace_name, service_name
 
+RENDERED_RESOURCES = frozenset({"cpu", "memory", "requests.cpu", "requests.memory",
+                                "limits.memory"})
+"""What every rendered container sets, so a ResourceQuota may limit it."""
+
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 
 Report = Callable[[str, list[Any] | int, str], None]
@@ -103,6 +107,24 @@ class ReferenceChecker:
         for index, cluster in enumerate(environment.clusters):
             if cluster not in self.state.clusters and not self._broken("Cluster", cluster):
                 self.report(environment.path, ["clusters", index], f"unknown cluster {cluster!r}")
+        self._quota(environment)
+
+    def _quota(self, environment: Environment) -> None:
+        """A quota on a resource makes the API server refuse every pod that does not set
+        it: rendered containers set CPU and memory requests and a memory limit; anything
+        else the quota names needs a default from the environment's limitRange."""
+        limits = environment.limit_range or {}
+        for key in environment.resource_quota or {}:
+            kind, _, resource = key.rpartition(".")
+            if resource not in ("cpu", "memory", "ephemeral-storage") or key in RENDERED_RESOURCES:
+                continue
+            field = "default" if kind == "limits" else "defaultRequest"
+            if resource in limits.get(field, {}) or (
+                    field == "defaultRequest" and resource in limits.get("default", {})):
+                continue
+            self.report(environment.path, ["resourceQuota", key],
+                        f"resourceQuota {key} would refuse every pod: containers do not set "
+                        f"it, so give limitRange.{field} a {resource}")
 
     def _project(self, project: Project) -> None:
         for index, pipeline in enumerate(project.pipelines):
