@@ -161,11 +161,16 @@ def _connection_env(state: State, environment: str, connection: Connection) -> d
     else:
         service = state.third_party[connection.service]
         url = service.url
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = str(parts.port or (443 if parts.scheme == "https" else 80))
+        host = urlsplit(url).hostname or ""
+        port = str(url_port(url))
     values = {"url": url, "host": host, "port": port}
     return {variable: values[parameter] for parameter, variable in connection.env.items()}
+
+
+def url_port(url: str) -> int:
+    """The port an http(s) URL connects to."""
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _text(value: Scalar | None) -> str:

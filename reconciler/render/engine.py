@@ -16,7 +16,6 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from reconciler.errors import InvalidState, Problem
 from reconciler.model.kinds import (
@@ -31,7 +30,7 @@ from reconciler.model.kinds import (
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, file_key, namespace_name, service_name
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
-from reconciler.resolve import DesiredRelease, resolve_environment
+from reconciler.resolve import DesiredRelease, resolve_environment, url_port
 from reconciler.yamlio import ManifestError, load_manifests
 
 MASK = "++++++++"
@@ -228,9 +227,7 @@ class _Renderer:
                 service = self.state.third_party.get(connection.service)
                 if service is None:
                     continue
-                parts = urlsplit(service.url)
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                rule = {"ports": [{"port": port, "protocol": "TCP"}]}
+                rule = {"ports": [{"port": url_port(service.url), "protocol": "TCP"}]}
                 if service.cidrs:
                     rule = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in service.cidrs], **rule}
             if rule not in rules:
