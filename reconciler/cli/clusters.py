@@ -109,8 +109,8 @@ def _cluster_context(repo: Path, cluster: str) -> str | None:
 @cli.command("run")
 @click.option("--cluster", required=True, help="The cluster this daemon runs in (clusters/).")
 @click.option("--interval", type=click.FloatRange(min=1), default=180, show_default=True,
-              help="Seconds between full drift checks; new commits (webhook, fetch, a local "
-                   "repo's refs) start a pass at once.")
+              help="Seconds from the end of an environment's pass to its next drift check; "
+                   "new commits (webhook, fetch, a local repo's refs) start a pass at once.")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True,
               help="Address for /healthz, /readyz, /metrics (and POST /hooks/git unless "
                    "--webhook-listen is given).")

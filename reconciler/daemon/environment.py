@@ -44,13 +44,15 @@ class Offer:
 
 class EnvironmentWorker:
     """Applies the newest offered commit of one environment: at once when the commit is new,
-    again as a drift check when offered again, and after a failure only once its backoff
-    ends (or a newer commit arrives)."""
+    again as a drift check an interval after its previous pass ended, and after a failure
+    only once its backoff ends (or a newer commit arrives)."""
 
     def __init__(self, environment: str, cluster: str, client: KubeClient,
                  decrypt_keys: Callable[[], Any], metrics: Metrics, wait_timeout: float,
-                 may_write: Callable[[], bool], repo: Path) -> None:
+                 may_write: Callable[[], bool], repo: Path, interval: float) -> None:
         self.repo = repo
+        self.interval = interval
+        """A drift check runs this long after the end of the previous pass."""
         """The state repo: verification records are published through its origin."""
         self.environment = environment
         self.cluster = cluster
@@ -67,6 +69,7 @@ class EnvironmentWorker:
         healthy late, or records refused once, are still published."""
         self.failures = 0
         self.retry_at = 0.0
+        self.finished_at = 0.0
         self._offer: Offer | None = None
         self._attempted = ""
         self._wake = threading.Event()
@@ -94,7 +97,7 @@ class EnvironmentWorker:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self._until_retry() if self.may_write() else None)
+            self._wake.wait(self._until_due() if self.may_write() else None)
             self._wake.clear()
             with self._lock:
                 offer = self._offer
@@ -103,6 +106,9 @@ class EnvironmentWorker:
             if self.failing and offer.commit == self._attempted \
                     and time.monotonic() < self.retry_at:
                 continue  # still backing off, and nothing new to try
+            if not self.failing and offer.commit == self.applied \
+                    and time.monotonic() < self.finished_at + self.interval:
+                continue  # applied: the next drift check is not due yet
             self._attempted = offer.commit
             if offer.problems:
                 self._failed(offer.commit, offer.problems[0], offer.problems)
@@ -117,11 +123,16 @@ class EnvironmentWorker:
                 self._failed(offer.commit, str(exc))
             else:
                 self.failures = 0
+                self.finished_at = time.monotonic()
 
-    def _until_retry(self) -> float | None:
-        if not self.failing:
-            return None
-        return max(0.0, self.retry_at - time.monotonic())
+    def _until_due(self) -> float | None:
+        """How long until the next pass is due without a new commit: a retry after a
+        failure, else the next drift check of the applied commit (None: only a new offer)."""
+        if self.failing:
+            return max(0.0, self.retry_at - time.monotonic())
+        if self.applied:
+            return max(0.0, self.finished_at + self.interval - time.monotonic())
+        return None
 
     def _superseded(self, commit: str) -> bool:
         """Stop waiting for ``commit``'s health: stopping, no longer leading, or a newer

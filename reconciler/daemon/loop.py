@@ -166,7 +166,7 @@ class Daemon:
             if environment not in self.workers:
                 self.workers[environment] = EnvironmentWorker(
                     environment, self.cluster, self.writer, self.decrypt_keys, self.metrics,
-                    self.wait_timeout, self._may_write, self.repo)
+                    self.wait_timeout, self._may_write, self.repo, self.interval)
             self.workers[environment].offer(
                 Offer(commit, state, tuple(by_environment.get(environment, ()))))
         self.ready.set()
