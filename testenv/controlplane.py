@@ -161,8 +161,10 @@ def _node(name: str) -> dict[str, object]:
                      "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
                      "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                 "kubernetes.io/arch": "amd64", "type": "kwok"}},
-        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                   "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
+        # Room for every test's pods in one session (tests leave their namespaces behind);
+        # still less CPU than the 500 cores tests ask for to make a pod unschedulable.
+        "status": {"allocatable": {"cpu": "256", "memory": "2Ti", "pods": "1000"},
+                   "capacity": {"cpu": "256", "memory": "2Ti", "pods": "1000"}},
     }
 
 

@@ -74,14 +74,20 @@ class Plane:
         return api
 
     def writes(self, since: datetime.datetime) -> list[dict[str, Any]]:
-        """Every write a daemon replica sent since then, in the order the API server received
-        them, from its audit log; the Lease's own renewals and server-side dry runs left out."""
+        """Every write a daemon replica made since then (the API server accepted it), in the
+        order the API server received them, from its audit log. Left out: server-side dry
+        runs, the Lease's own renewals, and the creation of the namespace the Lease lives in,
+        which every replica ensures before it can run for leader."""
         events = []
         for line in (self.state / self.module.AUDIT_LOG).read_text().splitlines():
             event = json.loads(line)
+            target = event.get("objectRef", {})
             if not event.get("userAgent", "").startswith("reconciler/") \
                     or "dryRun=" in event["requestURI"] \
-                    or event.get("objectRef", {}).get("resource") == "leases":
+                    or event.get("responseStatus", {}).get("code", 0) >= 300 \
+                    or target.get("resource") == "leases" \
+                    or (target.get("resource"), target.get("name")) == ("namespaces",
+                                                                        SYSTEM_NAMESPACE):
                 continue
             received = datetime.datetime.fromisoformat(
                 event["requestReceivedTimestamp"].replace("Z", "+00:00"))

@@ -44,8 +44,9 @@ class Offer:
 
 class EnvironmentWorker:
     """Applies the newest offered commit of one environment: at once when the commit is new,
-    again as a drift check an interval after its previous pass ended, and after a failure
-    only once its backoff ends (or a newer commit arrives)."""
+    again as a drift check an interval after its previous pass ended (or on any offer while
+    its last health wait found something unhealthy or its records were not published), and
+    after a failure only once its backoff ends (or a newer commit arrives)."""
 
     def __init__(self, environment: str, cluster: str, client: KubeClient,
                  decrypt_keys: Callable[[], Any], metrics: Metrics, wait_timeout: float,
@@ -106,9 +107,9 @@ class EnvironmentWorker:
             if self.failing and offer.commit == self._attempted \
                     and time.monotonic() < self.retry_at:
                 continue  # still backing off, and nothing new to try
-            if not self.failing and offer.commit == self.applied \
+            if not self.failing and self.healthy and offer.commit == self.applied \
                     and time.monotonic() < self.finished_at + self.interval:
-                continue  # applied: the next drift check is not due yet
+                continue  # applied, healthy, recorded: the next drift check is not due yet
             self._attempted = offer.commit
             if offer.problems:
                 self._failed(offer.commit, offer.problems[0], offer.problems)
