@@ -13,7 +13,6 @@ Usage: python bench/daemon_bench.py [--components 300 2850] [--window 180]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import socket
@@ -23,11 +22,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from apply_bench import controlplane
 
 from reconciler.git.store import init_with_files
 from reconciler.load.loader import load_state
@@ -37,16 +37,7 @@ from reconciler.render.engine import render_environment
 
 from generate import generate_for_testenv
 
-ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def controlplane() -> Any:
-    spec = importlib.util.spec_from_file_location("controlplane", ROOT / "testenv/controlplane.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cpu_seconds(pid: int) -> float:

@@ -40,6 +40,7 @@ from conftest import (
     cli_in,
     clone,
     commit_all,
+    commit_and_push,
     edit,
     file_at,
     keys_of,
@@ -89,13 +90,7 @@ class Team:
         """Storefront in development asks for more CPU than any node has: never Available."""
         path = self.operator / f"environments/{self.live.name}/shop/storefront/config.yaml"
         path.write_text('apiVersion: reconciler/v1\nkind: Config\nresources: {cpu: "500"}\n')
-        repository = pygit2.Repository(str(self.operator))
-        repository.index.add_all()
-        repository.index.write()
-        signature = pygit2.Signature("Ops", "ops@acme.example")
-        repository.create_commit("HEAD", signature, signature, "storefront: too big to run",
-                                 repository.index.write_tree(), [repository.head.target])
-        repository.remotes["origin"].push(["refs/heads/main:refs/heads/main"])
+        commit_and_push(self.operator, "storefront: too big to run")
 
     def storefront_in_staging(self) -> str:
         return file_at(self.remote, "environments/staging/shop/storefront/release.yaml")
@@ -150,9 +145,7 @@ def test_a_release_that_never_becomes_ready_is_refused_with_its_cluster(team: Te
 def test_soak_time_counts_from_when_it_was_verified(team: Team) -> None:
     edit(team.operator, "pipelines/standard.yaml", "requiresVerification: true",
          "requiresVerification: true\n    soakTime: 1h")
-    commit_all(team.operator, "staging: soak an hour in development first")
-    pygit2.Repository(str(team.operator)).remotes["origin"].push(
-        ["refs/heads/main:refs/heads/main"])
+    commit_and_push(team.operator, "staging: soak an hour in development first")
     assert team.apply().exit_code == 0
     refused = team.promote(STOREFRONT, "--to", "staging")
     assert refused.exit_code == 1
@@ -177,9 +170,7 @@ def test_every_cluster_of_the_previous_stage_must_report_healthy(team: Team) -> 
         "apiVersion: reconciler/v1\nkind: Cluster\nname: nonprod-us\n")
     edit(team.operator, f"environments/{team.live.name}/environment.yaml",
          "clusters: [nonprod-eu]", "clusters: [nonprod-eu, nonprod-us]")
-    commit_all(team.operator, "development spans two clusters")
-    pygit2.Repository(str(team.operator)).remotes["origin"].push(
-        ["refs/heads/main:refs/heads/main"])
+    commit_and_push(team.operator, "development spans two clusters")
     assert team.apply("--cluster", "nonprod-eu").exit_code == 0
     refused = team.promote(STOREFRONT, "--to", "staging")
     assert "nonprod-us: no verification record" in refused.stderr, refused.stderr
@@ -210,9 +201,7 @@ def test_skipping_verification_needs_a_reason_is_recorded_and_audited(team: Team
 def test_the_audit_finds_a_promotion_made_before_verification(team: Team) -> None:
     (team.developer / "environments/staging/shop/storefront/release.yaml").write_text(
         file_at(team.remote, f"environments/{team.live.name}/shop/storefront/release.yaml"))
-    commit_all(team.developer, "hand-promote storefront to staging, unverified")
-    pygit2.Repository(str(team.developer)).remotes["origin"].push(
-        ["refs/heads/main:refs/heads/main"])
+    commit_and_push(team.developer, "hand-promote storefront to staging, unverified")
     time.sleep(1.1)  # commit times have whole seconds
     assert team.apply().exit_code == 0  # verified now: too late for that promotion
     audit = cli_in(team.developer, "audit")
@@ -224,9 +213,7 @@ def test_the_audit_finds_a_promotion_made_before_verification(team: Team) -> Non
 def test_automatic_promotion_promotes_what_is_verified(team: Team) -> None:
     edit(team.operator, "pipelines/standard.yaml", "requiresVerification: true",
          "requiresVerification: true\n    promotion: auto")
-    commit_all(team.operator, "staging follows development automatically")
-    pygit2.Repository(str(team.operator)).remotes["origin"].push(
-        ["refs/heads/main:refs/heads/main"])
+    commit_and_push(team.operator, "staging follows development automatically")
     waiting = team.promote("--auto")
     assert waiting.exit_code == 0
     assert f"waiting: {STOREFRONT} to staging" in waiting.stdout

@@ -63,12 +63,19 @@ def connect(context: str | None, kubeconfig: Path | None = None) -> KubeClient:
     return KubeClient(api)
 
 
+class _Discovery:
+    """The API's discovery, made once and shared by a client and its siblings."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dynamic: DynamicClient | None = None
+
+
 class KubeClient:
     def __init__(self, api: kubernetes.client.ApiClient, timeout: float = 30) -> None:
         self.api = api
         self.timeout = timeout
-        self._dynamic: DynamicClient | None = None
-        self._lock = threading.Lock()
+        self._discovery = _Discovery()
         self._guard: Callable[[], bool] = lambda: True
         self.writes = 0
 
@@ -83,9 +90,8 @@ class KubeClient:
 
     def _sibling(self, timeout: float | None = None,
                  guard: Callable[[], bool] | None = None) -> KubeClient:
-        with self._lock:
-            sibling = KubeClient(self.api, self.timeout if timeout is None else timeout)
-            sibling._dynamic = self._dynamic
+        sibling = KubeClient(self.api, self.timeout if timeout is None else timeout)
+        sibling._discovery = self._discovery
         sibling._guard = guard or self._guard
         return sibling
 
@@ -99,12 +105,14 @@ class KubeClient:
         return str(self.api.configuration.host)
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        with self._lock:
-            if self._dynamic is None:
-                self._dynamic = self._call(lambda: DynamicClient(self.api))
+        discovery = self._discovery
+        with discovery.lock:
+            if discovery.dynamic is None:
+                discovery.dynamic = self._call(lambda: DynamicClient(self.api))
+            dynamic = discovery.dynamic
         for _ in range(_DISCOVERY_ATTEMPTS):
             try:
-                return self._dynamic.resources.get(api_version=api_version, kind=kind)
+                return dynamic.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
                 raise KubeError(f"the cluster has no {kind} in {api_version}") from None
             except KeyError:
