@@ -27,6 +27,7 @@ from reconciler.kube.inventory import ObjectRef
 
 _DISCOVERY_ATTEMPTS = 10
 _DISCOVERY_PAUSE = 0.5
+_NOT_FOUND_ATTEMPTS = 2
 
 
 class KubeError(ReconcilerError):
@@ -110,11 +111,16 @@ class KubeClient:
             if discovery.dynamic is None:
                 discovery.dynamic = self._call(lambda: DynamicClient(self.api))
             dynamic = discovery.dynamic
-        for _ in range(_DISCOVERY_ATTEMPTS):
+        for attempt in range(_DISCOVERY_ATTEMPTS):
             try:
                 return dynamic.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
-                raise KubeError(f"the cluster has no {kind} in {api_version}") from None
+                if attempt >= _NOT_FOUND_ATTEMPTS:
+                    raise KubeError(f"the cluster has no {kind} in {api_version}") from None
+                # A CRD just established can be missing from discovery for a moment.
+                with discovery.lock:
+                    dynamic.resources.invalidate_cache()
+                time.sleep(_DISCOVERY_PAUSE)
             except KeyError:
                 # A group being registered right now (a CRD just established) can show in
                 # discovery before its resources do; the client then fails on the gap.
