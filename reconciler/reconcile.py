@@ -20,9 +20,9 @@ from reconciler.kube.health import CHECKS as HEALTH_CHECKS
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
 from reconciler.kube.manager import FIELD_MANAGER, Change, ResourceManager, comparable
-from reconciler.load.verifications import publish_records, read_records
-from reconciler.model.kinds import TASK_TYPES, State
-from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name
+from reconciler.load.verifications import line_records, publish_records, read_records
+from reconciler.model.kinds import TASK_TYPES, Release, State
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name, workload_name
 from reconciler.model.verification import Verification, observe
 from reconciler.render.engine import MASK, Decrypt, release_ids, render_environment
 from reconciler.yamlio import dump_manifests
@@ -147,47 +147,52 @@ def _masked(obj: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, An
 
 
 def live_health(state: State, environment: str, client: KubeClient
-                ) -> dict[tuple[str, str], Health]:
-    """The live health of each component's workload (Deployment or CronJob) in environment."""
-    found: dict[tuple[str, str], Health] = {}
+                ) -> dict[tuple[str, str, str], Health]:
+    """The live health of each release line's workload (Deployment or CronJob) in
+    environment, by (project, component, major)."""
+    found: dict[tuple[str, str, str], Health] = {}
     for release in state.releases_in(environment):
-        live = client.get(workload_ref(state, environment, release.project, release.component))
-        found[(release.project, release.component)] = (
+        live = client.get(workload_ref(state, release))
+        found[(release.project, release.component, release.major)] = (
             health(live) if live else Health("Degraded", "not in the cluster"))
     return found
 
 
-def workload_ref(state: State, environment: str, project: str, name: str) -> ObjectRef:
-    """The object whose health is a component's: its Deployment, or a task's CronJob."""
-    component = state.components[(project, name)]
+def workload_ref(state: State, release: Release) -> ObjectRef:
+    """The object whose health is a release line's: its Deployment, or a task's CronJob."""
+    component = state.components[(release.project, release.component)]
     kind, api_version = (("CronJob", "batch/v1") if component.type in TASK_TYPES
                          else ("Deployment", "apps/v1"))
-    return ObjectRef(api_version, kind, namespace_name(project, environment), component.name)
+    line = state.line_suffix(*release.key[:3], release.major)
+    return ObjectRef(api_version, kind, namespace_name(release.project, release.environment),
+                     workload_name(component.name, line))
 
 
 def record_verifications(repo: Path, cluster: str, state: State, environment: str,
                          commit: str, health: Mapping[ObjectRef, Health],
                          now: datetime.datetime) -> list[Verification]:
-    """Record in the state repo's remote what ``cluster`` saw of each release's health in
-    ``environment`` after an apply with a health wait; returns the records that changed."""
+    """Record in the state repo's remote what ``cluster`` saw of each release line's health
+    in ``environment`` after an apply with a health wait; returns the records that changed."""
     records = read_records(repo, fetch=True)
     ids = release_ids(state, environment)
-    changed: dict[str, Verification] = {}
+    changed: dict[tuple[str, str], Verification] = {}
     for release in state.releases_in(environment):
-        seen = health.get(workload_ref(state, environment, release.project, release.component))
+        seen = health.get(workload_ref(state, release))
         if seen is None:
             continue
-        ref = f"{release.project}/{release.component}"
-        record = observe(records.get((environment, ref), {}).get(cluster), cluster=cluster,
-                         environment=environment, component=ref,
-                         release=ids.get((release.project, release.component), ""),
-                         image=release.image, state_commit=commit, health=seen.status, now=now)
+        line = state.line_suffix(*release.key[:3], release.major)
+        previous = line_records(records, environment, release.ref, line).get(cluster)
+        record = observe(previous, cluster=cluster, environment=environment,
+                         component=release.ref, release=ids.get(release.key[1:], ""),
+                         image=release.image, state_commit=commit, health=seen.status, now=now,
+                         line=line)
         if record is not None:
-            changed[ref] = record
+            changed[(release.ref, line)] = record
     if changed:
-        publish_records(repo, cluster, changed,
+        publish_records(repo, cluster, {f"{ref}@{line}": r for (ref, line), r in changed.items()},
                         f"verify {environment} on {cluster}: "
-                        + ", ".join(f"{ref} {r.health}" for ref, r in sorted(changed.items())))
+                        + ", ".join(f"{ref}{' ' + line if line else ''} {r.health}"
+                                    for (ref, line), r in sorted(changed.items())))
     return list(changed.values())
 
 
@@ -224,9 +229,10 @@ def diff_clusters(state: State, environment: str, only: str | None, kubeconfig: 
 
 
 def live_health_by_cluster(state: State, environments: list[str], kubeconfig: Path | None
-                           ) -> tuple[dict[tuple[str, str, str], dict[str, str]], list[str]]:
-    """Each release's live health per cluster, and a warning per cluster that can't be read."""
-    found: dict[tuple[str, str, str], dict[str, str]] = {}
+                           ) -> tuple[dict[tuple[str, str, str, str], dict[str, str]], list[str]]:
+    """Each release line's live health per cluster, and a warning per cluster that can't be
+    read."""
+    found: dict[tuple[str, str, str, str], dict[str, str]] = {}
     warnings = []
     for environment in environments:
         for name in state.environments[environment].clusters:
@@ -236,6 +242,7 @@ def live_health_by_cluster(state: State, environments: list[str], kubeconfig: Pa
             except ReconcilerError as exc:
                 warnings.append(f"{name}: {exc}")
                 continue
-            for (project, component), health_of in healths.items():
-                found.setdefault((environment, project, component), {})[name] = health_of.status
+            for (project, component, line), health_of in healths.items():
+                found.setdefault((environment, project, component, line),
+                                 {})[name] = health_of.status
     return found, warnings

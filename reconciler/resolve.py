@@ -26,7 +26,7 @@ from reconciler.model.kinds import (
     Secrets,
     State,
 )
-from reconciler.model.names import namespace_name, service_name
+from reconciler.model.names import namespace_name, service_name, workload_name
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 DEFAULT_RESOURCES = Resources(cpu="100m", memory="128Mi")
@@ -48,10 +48,18 @@ class DesiredRelease:
     replicas: int
     resources: Resources
     config_hash: str
+    line: str = ""
+    """The major this release's objects and addresses carry while the environment runs
+    several majors of the component side by side (``v1``); empty while it runs one."""
 
     @property
     def project(self) -> str:
         return self.component.project
+
+    @property
+    def workload(self) -> str:
+        """The name of its workload and of the objects that are its own."""
+        return workload_name(self.component.name, self.line)
 
 
 def resolve_environment(state: State, environment: str, project: str | None = None,
@@ -109,6 +117,7 @@ def _resolve(state: State, environment: Environment, release: Release) -> Desire
         replicas=replicas,
         resources=resources,
         config_hash=config_hash,
+        line=state.line_suffix(*key, release.major),
     )
 
 
@@ -154,7 +163,9 @@ def _connection_env(state: State, environment: str, connection: Connection) -> d
         project, component_name, endpoint_name = connection.service.split("/")
         target = state.components[(project, component_name)]
         endpoint = next(e for e in target.endpoints if e.name == endpoint_name)
-        host = f"{service_name(target.name, endpoint.name)}.{namespace_name(project, environment)}"
+        line = state.line_suffix(environment, project, component_name, connection.version)
+        host = (f"{service_name(target.name, endpoint.name, line)}."
+                f"{namespace_name(project, environment)}")
         host = f"{host}.{CLUSTER_DOMAIN}"
         port = str(endpoint.port)
         url = f"{_SCHEMES[endpoint.type]}://{host}:{port}"

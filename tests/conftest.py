@@ -167,6 +167,10 @@ def file_at(remote: Path, path: str, branch: str = "main") -> str:
     return repository[tip(remote, branch).tree[path].id].data.decode()
 
 
+def file_exists(remote: Path, path: str, branch: str = "main") -> bool:
+    return path in tip(remote, branch).tree
+
+
 def register_checkout(work: Path) -> Result:
     return cli_in(work, "build", "register", "shop/checkout", "--commit", NEW_COMMIT,
                   "--image", CHECKOUT_IMAGE)

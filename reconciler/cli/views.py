@@ -19,7 +19,7 @@ from reconciler.cli.base import (
 )
 from reconciler.errors import ReconcilerError
 from reconciler.load.verifications import read_records
-from reconciler.model.names import split_ref
+from reconciler.model.names import major, major_order, split_ref
 from reconciler.operations.common import now_utc
 from reconciler.queries.audit import audit
 from reconciler.queries.history import events
@@ -56,6 +56,10 @@ def status_command(ctx: click.Context, environment: str | None, live: bool,
     if output_of(ctx) in ("json", "yaml"):
         print_data(output_of(ctx), [cell.as_dict(live) for cell in cells])
         return
+    # A component that runs several API majors gets a row per major line.
+    majors: dict[str, set[str]] = {}
+    for cell in cells:
+        majors.setdefault(cell.component, set()).add(major(cell.version))
     table: dict[str, dict[str, str]] = {}
     for cell in cells:
         text = f"{cell.version} {cell.short_digest} {cell.age}"
@@ -63,9 +67,16 @@ def status_command(ctx: click.Context, environment: str | None, live: bool,
             text += f" {cell.verification_mark}"
         if live:
             text += " " + "/".join(sorted(set(cell.health.values())) or ["Unknown"])
-        table.setdefault(cell.component, {})[cell.environment] = text
-    rows = [(ref, *(table.get(ref, {}).get(env, "-") for env in environments))
-            for ref in sorted(f"{p}/{c}" for p, c in state.components)]
+        row = cell.component
+        if len(majors[cell.component]) > 1:
+            row += f" {major(cell.version)}"
+        table.setdefault(row, {})[cell.environment] = text
+    names = []
+    for ref in sorted(f"{p}/{c}" for p, c in state.components):
+        lines = sorted(majors.get(ref, ()), key=major_order)
+        names += [f"{ref} {line}" for line in lines] if len(lines) > 1 else [ref]
+    rows = [(name, *(table.get(name, {}).get(env, "-") for env in environments))
+            for name in names]
     print_table(("COMPONENT", *(e.upper() for e in environments)), rows)
 
 

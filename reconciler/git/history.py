@@ -107,6 +107,14 @@ class Repository:
         blob = self.repository[entry.id]
         return blob.data if isinstance(blob, pygit2.Blob) else None
 
+    def blobs_in(self, commit: str, folder: str) -> dict[str, pygit2.Oid]:
+        """The blob id of each file directly in ``folder`` at ``commit``, by file name."""
+        found = _subtree(self._commit(commit).tree, folder.rstrip("/"))
+        if found is None:
+            return {}
+        return {entry.name: entry.id for entry in found
+                if entry.name is not None and entry.type_str == "blob"}
+
     def changes(self, info: CommitInfo, folders: Iterable[str]) -> list[tuple[str, bool]]:
         """(path, deleted) under ``folders`` that ``info`` changed against its first parent;
         for a merge, only those that match none of its other parents (its own edits)."""

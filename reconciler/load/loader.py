@@ -16,7 +16,7 @@ from reconciler.errors import InvalidState, Problem, ReconcilerError
 from reconciler.load import parse, schemas
 from reconciler.load.readers import TreeReader
 from reconciler.load.references import ReferenceChecker
-from reconciler.model.kinds import Organization, SecretFile, Secrets, State
+from reconciler.model.kinds import Organization, Release, ReleaseKey, SecretFile, Secrets, State
 from reconciler.model.paths import (
     ORGANIZATION_FILE,
     STATE_FOLDERS,
@@ -175,7 +175,8 @@ class _Loader:
             elif kind == "Release":
                 self._same_name(path, data["component"], f"{groups[1]}/{groups[2]}", "folder",
                                 "component")
-                parts["releases"][groups] = parse.release(groups[0], data, path)
+                self._release(parts["releases"], parse.release(groups[0], data, path),
+                              groups[3])
             elif kind == "Secrets":
                 secret = self._secret_file(path, groups[3], data)
                 if secret is None:
@@ -189,6 +190,24 @@ class _Loader:
         parts["secrets"] = {key: Secrets(files) for key, files in parts["secrets"].items()}
         return State(organization=organization, revision=self.reader.revision, files=files,
                      templates=templates, **parts)
+
+    def _release(self, releases: dict[ReleaseKey, Release], release: Release,
+                 file_major: str) -> None:
+        """One release per API major line: ``release-<major>.yaml`` must hold that major,
+        and no two files may hold the same one."""
+        if file_major and file_major != release.major:
+            self.problem(release.path, ["version"], f"version {release.version} is not "
+                         f"{file_major}, the major the file's name says")
+            self.broken.add(("Release", (*release.key[:3], file_major)))
+            return
+        other = releases.get(release.key)
+        if other is not None:
+            first, second = sorted((other.path, release.path))
+            self.problem(second, ["version"], f"{first} releases {release.major} too: one "
+                         f"file per major ({release.major} is {release.version} here, "
+                         f"{other.version} there)")
+            return
+        releases[release.key] = release
 
     def _secret_file(self, path: str, key: str, data: Mapping[str, Any]) -> SecretFile | None:
         """One secret per file, named by its key: replacing it then never touches another."""

@@ -20,7 +20,14 @@ from reconciler.model.kinds import (
     Release,
     State,
 )
-from reconciler.model.names import file_key, major, namespace_name, service_name
+from reconciler.model.names import (
+    file_key,
+    major,
+    namespace_name,
+    route_path,
+    service_name,
+    workload_name,
+)
 
 RENDERED_RESOURCES = frozenset({"cpu", "memory", "requests.cpu", "requests.memory",
                                 "limits.memory"})
@@ -209,7 +216,9 @@ class ReferenceChecker:
             for endpoint in component.endpoints:
                 if endpoint.visibility != "public" or endpoint.type == "TCP":
                     continue
-                route = f"/{release.project}/{component.name}/{endpoint.name}"
+                line = state.line_suffix(*release.key[:3], release.major)
+                route = route_path(release.project, workload_name(component.name, line),
+                                   endpoint.name)
                 for cluster in environment.clusters:
                     found = routes.setdefault((cluster, environment.domain or "", route), [])
                     if environment.name not in found:
@@ -401,25 +410,36 @@ class ReferenceChecker:
             self.report(release.path, ["commit"],
                         f"build {build.path} is on {build.track!r}, not a track of "
                         f"{component.ref}")
+        else:
+            track = component.track(build.track)
+            assert track is not None
+            if major(track.version) != release.major:
+                self.report(release.path, ["version"], f"version {release.version} is not "
+                            f"the major of build {build.commit[:12]}'s track {track.name!r} "
+                            f"({track.version})")
         for connection in self._all_connections(component):
             self._connection_released(release, connection)
         self._required_configurables(release, component)
 
     def _connection_released(self, release: Release, connection: Connection) -> None:
+        """A connection reaches the newest release of its major in the same environment."""
         if not connection.is_platform_service:
             return
         project, component, _ = connection.service.split("/")
-        target = self.state.releases.get((release.environment, project, component))
-        if target is None and (self._broken("Release", release.environment, project, component)
-                               or self._broken("Component", project, component)):
+        lines = self.state.lines(release.environment, project, component)
+        if connection.version in lines:
             return
-        if target is None:
+        if any(kind == "Release" and groups[:3] == (release.environment, project, component)
+               for kind, groups in self.broken) or self._broken("Component", project, component):
+            return
+        if not lines:
             self.report(release.path, 1, f"connection {connection.name!r} needs "
                         f"{project}/{component}, which has no release in {release.environment}")
-        elif major(target.version) != connection.version:
+        else:
+            runs = ", ".join(r.version for r in lines.values())
             self.report(release.path, 1, f"connection {connection.name!r} needs "
                         f"{project}/{component} {connection.version}, but {release.environment} "
-                        f"runs {target.version}")
+                        f"runs {runs}")
 
     def _required_configurables(self, release: Release, component: Component) -> None:
         key = (release.environment, release.project, release.component)

@@ -16,8 +16,9 @@ from reconciler.model.paths import verification_path
 from reconciler.model.verification import Verification
 from reconciler.yamlio import load_state_file, mapping_document
 
-Records = dict[tuple[str, str], dict[str, Verification]]
-"""(environment, project/component) -> cluster -> its record."""
+Records = dict[tuple[str, str, str], dict[str, Verification]]
+"""(environment, project/component, line) -> cluster -> its record; the line is the API major
+while the environment runs several side by side, else empty."""
 
 
 def _parse(where: str, content: bytes) -> Verification | None:
@@ -34,7 +35,19 @@ def read_records(repo: Path, fetch: bool = True) -> Records:
         for path, content in files.items():
             record = _parse(f"{cluster}:{path}", content)
             if record is not None and record.cluster == cluster:
-                found.setdefault((record.environment, record.component), {})[cluster] = record
+                found.setdefault((record.environment, record.component, record.line),
+                                 {})[cluster] = record
+    return found
+
+
+def line_records(records: Records, environment: str, component: str, line: str
+                 ) -> dict[str, Verification]:
+    """Each cluster's record of one release line. A line's record is its component's while
+    it ran alone, so that one counts until the line has its own (a verdict still holds a
+    record to its image)."""
+    found = dict(records.get((environment, component, ""), {}))
+    if line:
+        found.update(records.get((environment, component, line), {}))
     return found
 
 
@@ -59,6 +72,6 @@ def publish_records(repo: Path, cluster: str, records: Mapping[str, Verification
     files = {}
     for record in records.values():
         project, component = split_ref(record.component)
-        files[verification_path(record.environment, project, component)] = \
+        files[verification_path(record.environment, project, component, record.line)] = \
             mapping_document(record.as_dict())
     return refs.publish(repo, cluster, files, message)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.errors import Problem, ReconcilerError
-from reconciler.model.names import split_ref
+from reconciler.model.names import major, major_order, split_ref
 
 ComponentType = Literal["service", "web-app", "scheduled-task", "manual-task", "proxy"]
 Visibility = Literal["project", "organization", "public"]
@@ -231,6 +231,11 @@ class Component:
     def track(self, name: str) -> Track | None:
         return next((t for t in self.tracks if t.name == name), None)
 
+    @property
+    def majors(self) -> tuple[str, ...]:
+        """The API majors of its tracks, in order (v1, v2)."""
+        return tuple(sorted({major(t.version) for t in self.tracks}, key=major_order))
+
 
 @dataclass(frozen=True)
 class Build:
@@ -258,6 +263,15 @@ class Release:
     @property
     def ref(self) -> str:
         return f"{self.project}/{self.component}"
+
+    @property
+    def major(self) -> str:
+        """Its API major line (``v1`` of ``v1.3``): an environment runs one release per line."""
+        return major(self.version)
+
+    @property
+    def key(self) -> ReleaseKey:
+        return (self.environment, self.project, self.component, self.major)
 
 
 @dataclass(frozen=True)
@@ -317,6 +331,8 @@ class ThirdPartyService:
 
 ComponentKey = tuple[str, str]
 EnvComponentKey = tuple[str, str, str]
+ReleaseKey = tuple[str, str, str, str]
+"""(environment, project, component, API major): one release per major line."""
 
 
 @dataclass(frozen=True)
@@ -331,7 +347,7 @@ class State:
     projects: Mapping[str, Project] = field(default_factory=dict)
     components: Mapping[ComponentKey, Component] = field(default_factory=dict)
     builds: Mapping[tuple[str, str, str], Build] = field(default_factory=dict)
-    releases: Mapping[EnvComponentKey, Release] = field(default_factory=dict)
+    releases: Mapping[ReleaseKey, Release] = field(default_factory=dict)
     component_configs: Mapping[ComponentKey, Config] = field(default_factory=dict)
     environment_configs: Mapping[EnvComponentKey, Config] = field(default_factory=dict)
     secrets: Mapping[EnvComponentKey, Secrets] = field(default_factory=dict)
@@ -367,4 +383,39 @@ class State:
         return component.pipeline or self.project_pipelines(component.project)[0]
 
     def releases_in(self, environment: str) -> list[Release]:
-        return [r for key, r in sorted(self.releases.items()) if key[0] == environment]
+        return [r for key, r in sorted(self.releases.items(), key=_release_order)
+                if key[0] == environment]
+
+    def lines(self, environment: str, project: str, component: str) -> dict[str, Release]:
+        """The releases of a component in an environment, by API major, in major order."""
+        found = [r for (e, p, c, _), r in self.releases.items()
+                 if (e, p, c) == (environment, project, component)]
+        return {r.major: r for r in sorted(found, key=lambda r: major_order(r.major))}
+
+    def line_suffix(self, environment: str, project: str, component: str, api_major: str) -> str:
+        """What the objects and addresses of a release line carry: the major while the
+        environment runs several majors of the component side by side (``catalog-v1``,
+        ``catalog-api-v1``), nothing while it runs one (the plain names)."""
+        return api_major if len(self.lines(environment, project, component)) > 1 else ""
+
+    def release_line(self, environment: str, component: Component,
+                     version: str | None = None) -> Release | None:
+        """The release of ``component`` in ``environment`` on the line of ``version`` (a
+        major, ``v1``); without one, its only line. Several lines and no ``version`` is an
+        error naming them, as is a ``version`` it does not run there."""
+        lines = self.lines(environment, component.project, component.name)
+        if version is not None:
+            wanted = major(version)
+            if wanted not in lines and lines:
+                raise ReconcilerError(f"{component.ref} runs {', '.join(lines)} in "
+                                      f"{environment}, not {wanted}")
+            return lines.get(wanted)
+        if len(lines) > 1:
+            raise ReconcilerError(f"{component.ref} runs {', '.join(lines)} side by side in "
+                                  f"{environment}: choose one with --version")
+        return next(iter(lines.values()), None)
+
+
+def _release_order(item: tuple[ReleaseKey, Release]) -> tuple[str, str, str, tuple[int, str]]:
+    environment, project, component, line = item[0]
+    return (environment, project, component, major_order(line))

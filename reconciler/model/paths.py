@@ -27,7 +27,7 @@ LAYOUT: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("Config", rf"projects/{_SEG}/components/{_SEG}/config\.yaml"),
         ("Build", rf"builds/{_SEG}/{_SEG}/{_SEG}\.yaml"),
         ("Environment", rf"environments/{_SEG}/environment\.yaml"),
-        ("Release", rf"environments/{_SEG}/{_SEG}/{_SEG}/release\.yaml"),
+        ("Release", rf"environments/{_SEG}/{_SEG}/{_SEG}/release(?:-(v[0-9]+))?\.yaml"),
         ("Config", rf"environments/{_SEG}/{_SEG}/{_SEG}/config\.yaml"),
         ("Secrets", rf"environments/{_SEG}/{_SEG}/{_SEG}/secrets/{_SEG}\.sops\.yaml"),
         ("ThirdPartyService", rf"marketplace/third-party/{_SEG}\.yaml"),
@@ -43,7 +43,7 @@ def classify(path: str) -> tuple[str, tuple[str, ...]]:
     for kind, pattern in LAYOUT:
         match = pattern.match(path)
         if match:
-            return kind, match.groups()
+            return kind, tuple(group or "" for group in match.groups())
     return "", ()
 
 
@@ -90,8 +90,19 @@ def release_folder(environment: str, project: str, component: str) -> str:
     return f"{ENVIRONMENTS_FOLDER}{environment}/{project}/{component}"
 
 
-def release_path(environment: str, project: str, component: str) -> str:
-    return f"{release_folder(environment, project, component)}/release.yaml"
+def release_path(environment: str, project: str, component: str, major: str = "") -> str:
+    """A component's release in an environment: ``release.yaml`` while it runs one API
+    major there, ``release-<major>.yaml`` per major while several run side by side."""
+    name = f"release-{major}.yaml" if major else "release.yaml"
+    return f"{release_folder(environment, project, component)}/{name}"
+
+
+def release_paths(environment: str, project: str, component: str,
+                  majors: list[str]) -> list[str]:
+    """Where the releases of ``majors`` (the lines an environment runs) are kept."""
+    if len(majors) == 1:
+        return [release_path(environment, project, component)]
+    return [release_path(environment, project, component, found) for found in majors]
 
 
 def config_path(project: str, component: str, environment: str | None = None) -> str:
@@ -115,6 +126,7 @@ def verification_ref(cluster: str) -> str:
     return f"{VERIFICATIONS_REFS}{cluster}"
 
 
-def verification_path(environment: str, project: str, component: str) -> str:
-    """A record's file in its cluster's ref: one per (environment, component)."""
-    return f"{environment}/{project}/{component}.yaml"
+def verification_path(environment: str, project: str, component: str, line: str = "") -> str:
+    """A record's file in its cluster's ref: one per (environment, component), or per major
+    line while several run side by side (names have no dots, so ``catalog.v1`` is free)."""
+    return f"{environment}/{project}/{component}{'.' + line if line else ''}.yaml"

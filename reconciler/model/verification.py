@@ -34,13 +34,18 @@ class Verification:
     first_healthy: str | None
     """When this image was first seen Healthy here; kept when it degrades later."""
     last_seen: str
+    line: str = ""
+    """The API major of the release line, while the environment runs several side by side."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"apiVersion": "reconciler/v1", "kind": "Verification",
-                "cluster": self.cluster, "environment": self.environment,
-                "component": self.component, "release": self.release, "image": self.image,
-                "stateCommit": self.state_commit, "health": self.health, "since": self.since,
-                "firstHealthy": self.first_healthy, "lastSeen": self.last_seen}
+        found = {"apiVersion": "reconciler/v1", "kind": "Verification",
+                 "cluster": self.cluster, "environment": self.environment,
+                 "component": self.component, "release": self.release, "image": self.image,
+                 "stateCommit": self.state_commit, "health": self.health, "since": self.since,
+                 "firstHealthy": self.first_healthy, "lastSeen": self.last_seen}
+        if self.line:
+            found["line"] = self.line
+        return found
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Verification:
@@ -49,7 +54,7 @@ class Verification:
             str(data.get("release") or ""), str(data["image"]),
             str(data.get("stateCommit") or ""), str(data["health"]), str(data["since"]),
             str(data["firstHealthy"]) if data.get("firstHealthy") else None,
-            str(data.get("lastSeen") or data["since"]))
+            str(data.get("lastSeen") or data["since"]), str(data.get("line") or ""))
 
 
 def _stamp(moment: datetime.datetime) -> str:
@@ -62,19 +67,20 @@ def parse_stamp(text: str) -> datetime.datetime:
 
 def observe(previous: Verification | None, *, cluster: str, environment: str, component: str,
             release: str, image: str, state_commit: str, health: str,
-            now: datetime.datetime) -> Verification | None:
+            now: datetime.datetime, line: str = "") -> Verification | None:
     """The record after seeing ``health`` now, or None when the stored one still holds."""
     stamp = _stamp(now)
     if previous is None or previous.image != image:
         return Verification(cluster, environment, component, release, image, state_commit,
-                            health, stamp, stamp if health == HEALTHY else None, stamp)
+                            health, stamp, stamp if health == HEALTHY else None, stamp, line)
     first = previous.first_healthy or (stamp if health == HEALTHY else None)
+    # A record whose line changed (one line became several, or back) moves, history kept.
     if previous.health == health and previous.first_healthy == first \
-            and now - parse_stamp(previous.last_seen) < REFRESH:
+            and previous.line == line and now - parse_stamp(previous.last_seen) < REFRESH:
         return None
     since = previous.since if previous.health == health else stamp
     return replace(previous, release=release or previous.release, state_commit=state_commit,
-                   health=health, since=since, first_healthy=first, last_seen=stamp)
+                   health=health, since=since, first_healthy=first, last_seen=stamp, line=line)
 
 
 def _duration(delta: datetime.timedelta) -> str:

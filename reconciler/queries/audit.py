@@ -46,7 +46,6 @@ from reconciler.model.paths import (
     environment_path,
     pipeline_path,
     project_path,
-    release_path,
     secret_path,
 )
 from reconciler.queries.history import yaml_mapping
@@ -195,7 +194,7 @@ def _check_commit(repository: Repository, info: CommitInfo, changes: list[tuple[
             found.extend(_check_release(repository, info, file, names, released, merged,
                                         obligations))
     if operation and len(info.parents) == 1:
-        allowed = _paths_of(info)
+        allowed = _paths_of(info, [file for file, _ in changes])
         if allowed is not None:
             found.extend(Finding(info.id, file, f"the commit is a {operation} of "
                                  f"{info.trailers.get(trailers.COMPONENT) or 'the state'}, "
@@ -276,19 +275,24 @@ def _by_pull_request(info: CommitInfo) -> bool:
             or trailers.PULL_REQUEST_BRANCH in info.trailers)
 
 
-def _paths_of(info: CommitInfo) -> set[str] | None:
-    """The files a tool commit may change, by its own trailers (None: any)."""
+def _paths_of(info: CommitInfo, changed: list[str]) -> set[str] | None:
+    """The files a tool commit may change, by its own trailers (None: any). A release write
+    may change every release file of its component in its environment: one line's file is
+    renamed when another line joins it or leaves."""
     fields = info.trailers
     operation = fields.get(trailers.OPERATION, "")
     ref = fields.get(trailers.COMPONENT, "")
     project, _, component = ref.partition("/")
     environment = fields.get(trailers.TO_ENVIRONMENT) or fields.get(trailers.ENVIRONMENT, "")
-    if operation in ("deploy", "promote", "rollback"):
-        return {release_path(environment, project, component)}
+    releases = {file for file in changed
+                if classify(file)[0] == "Release"
+                and classify(file)[1][:3] == (environment, project, component)}
+    if operation in ("deploy", "promote", "rollback", "retire"):
+        return releases
     if operation == "build-register":
         allowed = {build_path(project, component, fields.get(trailers.SOURCE_COMMIT, ""))}
         if fields.get(trailers.TO_ENVIRONMENT):
-            allowed.add(release_path(environment, project, component))
+            allowed |= releases
         return allowed
     if operation in ("config-set", "config-unset"):
         return {config_path(project, component, environment or None)}

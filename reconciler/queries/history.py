@@ -16,7 +16,7 @@ from typing import Any
 from reconciler.git.history import CommitInfo, Repository
 from reconciler.model import trailers
 from reconciler.model.kinds import Release
-from reconciler.model.paths import classify, release_path
+from reconciler.model.paths import classify, release_folder
 from reconciler.yamlio import ManifestError, load_manifests
 
 _TRAILER_LINE = re.compile(r"^\s*([A-Z][A-Za-z-]+): (.+)$", re.M)
@@ -41,6 +41,8 @@ class Event:
     key: str = ""
     merged_by: str = ""
     pull_request_branch: str = ""
+    version: str = ""
+    """The API major line a release write acted on, where the tool says or the file shows."""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -58,7 +60,8 @@ def _event(info: CommitInfo, fields: Mapping[str, str], author: str = "") -> Eve
         image=fields.get(trailers.IMAGE, ""), source_commit=fields.get(trailers.SOURCE_COMMIT, ""),
         release=fields.get(trailers.RELEASE, ""), pipeline=fields.get(trailers.PIPELINE, ""),
         key=fields.get(trailers.KEY, ""),
-        pull_request_branch=fields.get(trailers.PULL_REQUEST_BRANCH, ""))
+        pull_request_branch=fields.get(trailers.PULL_REQUEST_BRANCH, ""),
+        version=fields.get(trailers.VERSION, ""))
 
 
 def events(path: Path, component: str | None = None, environment: str | None = None,
@@ -86,9 +89,16 @@ def _events_of(repository: Repository, info: CommitInfo) -> list[Event]:
     if not info.parents:
         return []
     found = []
-    for file, status in repository.changed(info.parents[0], info.id):
+    changed = repository.changed(info.parents[0], info.id)
+    # A line's file renamed (release.yaml <-> release-v1.yaml, content unchanged) when
+    # another line joined or left is no release change.
+    renamed = {repository.blob_id_at(info.parents[0], file) for file, status in changed
+               if status == "deleted" and classify(file)[0] == "Release"}
+    for file, status in changed:
         kind, names = classify(file)
         if kind != "Release" or status == "deleted":
+            continue
+        if status == "added" and repository.blob_id_at(info.id, file) in renamed:
             continue
         found.append(_release_event(repository, info, file, names))
     return found
@@ -127,30 +137,31 @@ def _release_event(repository: Repository, info: CommitInfo, file: str,
     return replace(event, component=ref, to_environment=environment,
                    image=str(data.get("image", event.image)),
                    source_commit=str(data.get("commit", event.source_commit)),
-                   merged_by=merged_by)
+                   merged_by=merged_by, version=str(data.get("version", "")).split(".")[0])
 
 
 def release_history(path: Path, environment: str, project: str, component: str,
                     revision: str = "HEAD") -> list[Release]:
-    """Every release a component had in an environment, newest first, from the history of its
-    release.yaml (tool writes and the initial state alike)."""
+    """Every release a component had in an environment (on any major line), newest first,
+    from the history of its release files (tool writes and the initial state alike)."""
     repository = Repository(path)
-    file = release_path(environment, project, component)
+    folder = release_folder(environment, project, component)
     found: list[Release] = []
     seen_blobs = set()
     for info in repository.commits(revision, newest_first=True):
-        blob = repository.blob_id_at(info.id, file)
-        if blob is None or blob in seen_blobs:
-            continue
-        seen_blobs.add(blob)
-        data = yaml_mapping(repository.blob_at(info.id, file))
-        if not data or not isinstance(data.get("image"), str):
-            continue
-        release = Release(environment, project, component, str(data.get("commit", "")),
-                          data["image"], str(data.get("version", "")),
-                          str(data.get("releasedAt", "")), file)
-        if all((r.commit, r.image) != (release.commit, release.image) for r in found):
-            found.append(release)
+        for name, blob in sorted(repository.blobs_in(info.id, folder).items()):
+            file = f"{folder}/{name}"
+            if blob in seen_blobs or classify(file)[0] != "Release":
+                continue
+            seen_blobs.add(blob)
+            data = yaml_mapping(repository.blob_at(info.id, file))
+            if not data or not isinstance(data.get("image"), str):
+                continue
+            release = Release(environment, project, component, str(data.get("commit", "")),
+                              data["image"], str(data.get("version", "")),
+                              str(data.get("releasedAt", "")), file)
+            if all((r.commit, r.image) != (release.commit, release.image) for r in found):
+                found.append(release)
     return found
 
 

@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.errors import ReconcilerError
-from reconciler.load.verifications import Records
+from reconciler.load.verifications import Records, line_records
 from reconciler.model.kinds import Release, State
 from reconciler.model.verification import verdict
 from reconciler.queries.history import age
 
-HealthByCluster = Mapping[tuple[str, str, str], Mapping[str, str]]
-"""(environment, project, component) -> cluster -> health status."""
+HealthByCluster = Mapping[tuple[str, str, str, str], Mapping[str, str]]
+"""(environment, project, component, major) -> cluster -> health status."""
 
 
 @dataclass(frozen=True)
@@ -76,25 +76,24 @@ def environment_order(state: State, only: str | None = None) -> list[str]:
 def status(state: State, environments: list[str], now: datetime.datetime,
            health: HealthByCluster | None = None,
            records: Records | None = None) -> list[StatusCell]:
-    """One cell per release, components in name order, environments in the given order;
-    with ``records`` (when there are any), whether each release is verified."""
+    """One cell per release line, components in name order, environments in the given
+    order; with ``records`` (when there are any), whether each release is verified."""
     cells = []
     for project, name in sorted(state.components):
         for environment in environments:
-            release = state.releases.get((environment, project, name))
-            if release:
+            for release in state.lines(environment, project, name).values():
                 cells.append(StatusCell(
                     f"{project}/{name}", environment, release.version, release.image,
                     release.commit, release.released_at, age(release.released_at, now),
-                    (health or {}).get((environment, project, name), {}),
+                    (health or {}).get(release.key, {}),
                     _verification(state, release, records, now) if records else {}))
     return cells
 
 
 def _verification(state: State, release: Release, records: Records,
                   now: datetime.datetime) -> dict[str, object]:
-    ref = f"{release.project}/{release.component}"
-    by_cluster = records.get((release.environment, ref), {})
+    line = state.line_suffix(*release.key[:3], release.major)
+    by_cluster = line_records(records, release.environment, release.ref, line)
     clusters = state.environments[release.environment].clusters
     found = verdict(by_cluster, clusters, release.image)
     return {"verified": found.verified, "summary": found.summary(now),

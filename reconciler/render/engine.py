@@ -27,7 +27,14 @@ from reconciler.model.kinds import (
     Secrets,
     State,
 )
-from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, file_key, namespace_name, service_name
+from reconciler.model.names import (
+    LABEL_PREFIX,
+    MAJOR_LABEL,
+    MANAGED_BY,
+    file_key,
+    namespace_name,
+    service_name,
+)
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
 from reconciler.resolve import DesiredRelease, resolve_environment, url_port
@@ -100,11 +107,12 @@ def _cluster(state: State, environment: str, name: str | None) -> Cluster | None
     return state.clusters[name]
 
 
-def release_ids(state: State, environment: str) -> dict[tuple[str, str], str]:
-    """The release id of every component released in ``environment``."""
+def release_ids(state: State, environment: str) -> dict[tuple[str, str, str], str]:
+    """The release id of every release line in ``environment``, by (project, component,
+    major)."""
     templates = Templates(state.templates)
     return {
-        (desired.project, desired.component.name): release_id(
+        (desired.project, desired.component.name, desired.release.major): release_id(
             desired, templates.fingerprint(("component", desired.component.type)))
         for desired in resolve_environment(state, environment)
     }
@@ -137,24 +145,30 @@ class _Renderer:
         folders = ("component", component.type)
         identity = release_id(desired, self.templates.fingerprint(folders))
         environment = desired.environment.name
+        line = desired.line
+        workload = desired.workload
         labels = self._labels(environment, desired.project, component.name)
         labels["app.kubernetes.io/version"] = desired.release.version
         selector = {"app.kubernetes.io/name": component.name,
                     "app.kubernetes.io/part-of": desired.project}
+        if line:
+            labels[MAJOR_LABEL] = selector[MAJOR_LABEL] = line
         context = self._base_context(environment, desired.project, desired.namespace, labels)
-        config_map = _named(component.name + "-config", dict(desired.env))
+        config_map = _named(workload + "-config", dict(desired.env))
         files = {file_key(f.path): f.content for f in desired.files}
-        files_config_map = _named(component.name + "-files", files)
+        files_config_map = _named(workload + "-files", files)
         secret = self._secret(desired)
         security = component.security
         context.update(
             selector=selector,
             component={
-                "name": component.name, "type": component.type, "ref": component.ref,
+                # Object names: a line's own while several majors run side by side.
+                "name": workload, "type": component.type, "ref": component.ref,
+                "line": line,
                 "schedule": component.schedule,
                 "endpoints": [
                     {"name": e.name, "port": e.port, "type": e.type, "visibility": e.visibility,
-                     "service": service_name(component.name, e.name)}
+                     "service": service_name(component.name, e.name, line)}
                     for e in component.endpoints
                 ],
             },
@@ -167,7 +181,7 @@ class _Renderer:
             pod_annotations={f"{LABEL_PREFIX}/release": identity},
             container=_container(desired, config_map, secret, files_config_map),
             volumes=_volumes(desired.component, files_config_map),
-            service_account=component.name,
+            service_account=workload,
             automount_token=security.service_account_token,
             pod_security_context={
                 "runAsNonRoot": True,
@@ -200,7 +214,7 @@ class _Renderer:
         else:
             values = self.decrypt(secrets)
             data = {key: base64.b64encode(values[key].encode()).decode() for key in secrets.keys}
-        name = f"{desired.component.name}-secrets-{_short_hash(dict(secrets.encrypted))}"
+        name = f"{desired.workload}-secrets-{_short_hash(dict(secrets.encrypted))}"
         return {"name": name, "data": data}
 
     def _egress(self, desired: DesiredRelease) -> list[dict[str, Any]]:
@@ -217,11 +231,14 @@ class _Renderer:
                 if endpoint is None:
                     continue
                 namespace = namespace_name(target_project, desired.environment.name)
+                pods = {"app.kubernetes.io/name": target, "app.kubernetes.io/part-of": target_project}
+                line = self.state.line_suffix(desired.environment.name, target_project, target,
+                                              connection.version)
+                if line:
+                    pods[MAJOR_LABEL] = line
                 rule: dict[str, Any] = {
                     "to": [{"namespaceSelector": {"matchLabels": {NAME_LABEL: namespace}},
-                            "podSelector": {"matchLabels": {
-                                "app.kubernetes.io/name": target,
-                                "app.kubernetes.io/part-of": target_project}}}],
+                            "podSelector": {"matchLabels": pods}}],
                     "ports": [{"port": endpoint.port, "protocol": "TCP"}]}
             else:
                 service = self.state.third_party.get(connection.service)
