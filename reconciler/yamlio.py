@@ -120,7 +120,16 @@ def load_state_file(path: str, content: bytes) -> Document:
 def _check_depth(path: str, text: str) -> None:
     """libyaml's composer recurses in C and crashes on deep nesting: refuse it first."""
     depth = 0
-    for event in pyyaml.parse(text, Loader=_Yaml12Loader):
+    try:
+        events = list(pyyaml.parse(text, Loader=_Yaml12Loader))
+    except pyyaml.YAMLError as exc:
+        if "nesting depth" not in str(exc):
+            raise
+        # PyYAML 6.0.4's own limit, met before ours: the same refusal.
+        mark = getattr(exc, "problem_mark", None)
+        raise YamlFileError(f"invalid YAML: nested more than {MAX_DEPTH} levels deep", path,
+                            mark.line + 1 if mark is not None else 0) from None
+    for event in events:
         if isinstance(event, CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:

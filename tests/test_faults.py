@@ -33,6 +33,7 @@ from reconciler.kube.client import KubeClient
 from reconciler.load.loader import load_state
 from reconciler.load.readers import WorkTree
 from reconciler.reconcile import SYSTEM_NAMESPACE, diff_environment
+from reconciler.render.engine import render_environment
 
 from conftest import (
     LiveEnv,
@@ -151,9 +152,12 @@ class Scenario:
         return {d.metadata.name for d in apps.list_namespaced_deployment(self.live.shop()).items}
 
     def wait_until_applied(self) -> None:
-        wait_for(lambda: "checkout" in self.deployments(),
-                 "the leader applied and is waiting for a rollout that cannot finish",
-                 timeout=120)
+        rendered = render_environment(load_state(WorkTree(self.writer)), self.live.name)
+        wanted = {o["metadata"]["name"] for o in rendered.objects
+                  if o["kind"] == "Deployment" and o["metadata"]["namespace"] == self.live.shop()}
+        wait_for(lambda: self.deployments() == wanted,
+                 "the leader applied every Deployment and is waiting for a rollout that "
+                 "cannot finish", timeout=120)
 
     def holder(self) -> str:
         try:
