@@ -15,7 +15,7 @@ def test_validate_json_summary(run: Run) -> None:
     result = run("-o", "json", "validate")
     summary = json.loads(result.stdout)
     assert summary["valid"] is True
-    assert (summary["components"], summary["releases"], summary["environments"]) == (7, 20, 3)
+    assert (summary["components"], summary["releases"], summary["environments"]) == (7, 23, 3)
     assert run("validate", "-o", "json").stdout == result.stdout
 
 

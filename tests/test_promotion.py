@@ -27,7 +27,6 @@ from conftest import (
     commit_and_push,
     edit,
     file_at,
-    file_exists,
     record_healthy,
     refs,
     register_checkout,
@@ -197,15 +196,14 @@ def test_deploy_takes_the_newest_build_of_the_default_track(work: Path, remote: 
            f"registry.acme.example/identity/auth@sha256:{'d' * 64}", "--track", "release-2.x")
     result = cli_in(work, "deploy", "identity/auth")
     assert result.exit_code == 0, result.stderr
-    release = file_at(remote, "environments/development/identity/auth/release.yaml")
-    assert DIGEST in release and 'version: "v3.1"' in release
+    folder = "environments/development/identity/auth"
+    release = file_at(remote, f"{folder}/release-v3.yaml")
+    assert DIGEST in release and 'version: "v3.1"' in release, "the default track's newest"
     other_major = cli_in(work, "deploy", "identity/auth", "--commit", "d" * 12)
     assert other_major.exit_code == 0, other_major.stderr
-    folder = "environments/development/identity/auth"
-    assert 'version: "v2.9"' in file_at(remote, f"{folder}/release-v2.yaml")
-    assert DIGEST in file_at(remote, f"{folder}/release-v3.yaml"), \
-        "a build of another major runs beside the v3 line, which gateway connects to"
-    assert not file_exists(remote, f"{folder}/release.yaml")
+    assert "d" * 64 in file_at(remote, f"{folder}/release-v2.yaml"), \
+        "a build of the v2 track replaces the v2 line only"
+    assert DIGEST in file_at(remote, f"{folder}/release-v3.yaml")
 
 
 def test_a_component_follows_its_own_pipeline(work: Path, remote: Path) -> None:

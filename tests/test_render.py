@@ -63,6 +63,8 @@ def test_configuration_merges_defaults_component_and_environment(run: Run) -> No
         "PAYMENT_PROVIDER_URL": "https://sandbox.payments.example",
         "CATALOG_URL": "http://catalog-api.shop-development.svc.cluster.local:4000",
         "SMS_API_URL": "https://api.twilio.com",  # project-level third-party connection
+        # auth runs v2 and v3 side by side: the v2 connection reaches v2's own address
+        "AUTH_URL": "grpc://auth-api-v2.identity-development.svc.cluster.local:9000",
     }
     deployment = find(found, "Deployment", "checkout")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -129,14 +131,18 @@ def test_network_policies_follow_endpoint_visibility(run: Run) -> None:
 
 def test_public_endpoints_get_an_ingress(run: Run) -> None:
     found = objects(run, "--env", "production", "--project", "identity")
-    ingress = find(found, "Ingress", "auth")
+    ingress = find(found, "Ingress", "gateway")
     assert ingress["spec"]["rules"][0]["host"] == "acme.example"
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
-    assert paths == [{"path": "/identity/auth/login", "pathType": "Prefix", "backend": {
-        "service": {"name": "auth-login", "port": {"number": 8080}}}}]
+    assert paths == [{"path": "/identity/gateway/edge", "pathType": "Prefix", "backend": {
+        "service": {"name": "gateway-edge", "port": {"number": 8443}}}}]
+    # auth runs v2 and v3 side by side: each major line has its own Services and route
     assert [o["metadata"]["name"] for o in found if o["kind"] == "Service"] == [
-        "auth-api", "auth-login", "gateway-edge"]
-    assert find(found, "Service", "auth-api")["spec"]["ports"][0]["appProtocol"] == "grpc"
+        "auth-api-v2", "auth-api-v3", "auth-login-v2", "auth-login-v3", "gateway-edge"]
+    v3 = find(found, "Ingress", "auth-v3")["spec"]["rules"][0]["http"]["paths"]
+    assert v3 == [{"path": "/identity/auth-v3/login", "pathType": "Prefix", "backend": {
+        "service": {"name": "auth-login-v3", "port": {"number": 8080}}}}]
+    assert find(found, "Service", "auth-api-v2")["spec"]["ports"][0]["appProtocol"] == "grpc"
 
 
 def test_scheduled_task_is_a_cronjob(run: Run) -> None:
@@ -308,7 +314,7 @@ spec:
 {% endfor %}
 """, header=False)
     found = objects(run, "--env", "production", "--project", "identity")
-    service = find(found, "Service", "auth-api")
+    service = find(found, "Service", "auth-api-v3")
     assert service["spec"]["type"] == "NodePort"
     assert service["metadata"]["annotations"]["team"] == "identity"
     assert service["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "reconciler"
@@ -362,9 +368,9 @@ metadata: {name: {{ component.name | tojson }}, namespace: {{ namespace | tojson
 
 def test_a_template_change_is_a_new_release(repo: Path, run: Run) -> None:
     args = ("--env", "production", "--project", "identity", "--component", "auth")
-    before = find(objects(run, *args), "Deployment", "auth")["metadata"]["annotations"]
+    before = find(objects(run, *args), "Deployment", "auth-v3")["metadata"]["annotations"]
     write(repo, "templates/service/extra.yaml.j2", "", header=False)
-    after = find(objects(run, *args), "Deployment", "auth")["metadata"]["annotations"]
+    after = find(objects(run, *args), "Deployment", "auth-v3")["metadata"]["annotations"]
     assert before["reconciler.io/release"] != after["reconciler.io/release"]
 
 
@@ -444,7 +450,7 @@ spec: {ports: [{port: "eighty"}], typo: 1}
     result = run("render", "--env", "production", "--project", "identity")
     assert result.exit_code == 1
     assert any(e.startswith("error: templates/service/bad.yaml.j2:1: Service "
-                            "identity-production/auth-bad is not valid Kubernetes:")
+                            "identity-production/auth-v3-bad is not valid Kubernetes:")
                and "spec.ports.0.port" in e for e in result.errors), result.errors
     assert any("'typo' was unexpected" in e for e in result.errors)
 

@@ -17,7 +17,7 @@ STAGING_RELEASE = "environments/staging/shop/checkout/release.yaml"
 def test_the_example_is_valid(run: Run) -> None:
     result = run("validate")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith("ok: 7 components, 20 releases in 3 environments")
+    assert result.stdout.startswith("ok: 7 components, 23 releases in 3 environments")
 
 
 def test_unknown_key_is_an_error_not_a_silent_default(repo: Path, run: Run) -> None:

@@ -473,14 +473,19 @@ def test_pods_reach_dns_and_their_connections_and_nothing_else(run: Run, repo: P
     checkout, _ = pods["shop-staging/checkout"]
     catalog, _ = pods["shop-staging/catalog"]
     storefront, _ = pods["shop-staging/storefront"]
-    auth, _ = pods["identity-staging/auth"]
+    auth_v2, _ = pods["identity-staging/auth-v2"]
+    auth_v3, _ = pods["identity-staging/auth-v3"]
     gateway, _ = pods["identity-staging/gateway"]
     dns: Pod = ("kube-system", {"k8s-app": "kube-dns"})
     assert network.reaches(checkout, dns, 53)
     assert network.reaches(checkout, catalog, 4000), "a declared connection"
     assert not network.reaches(storefront, catalog, 4000), "no connection declared"
-    assert network.reaches(gateway, auth, 9000), "organization endpoint, declared"
-    assert not network.reaches(checkout, auth, 9000), "organization endpoint, not declared"
+    # auth runs v2 and v3 side by side: each connection reaches its own major's pods only.
+    assert network.reaches(gateway, auth_v3, 9000), "organization endpoint, declared (v3)"
+    assert not network.reaches(gateway, auth_v2, 9000), "gateway declares v3, not v2"
+    assert network.reaches(checkout, auth_v2, 9000), "checkout declares v2"
+    assert not network.reaches(checkout, auth_v3, 9000), "organization endpoint, not declared"
+    assert not network.reaches(storefront, auth_v2, 9000), "no connection declared"
     outside: Pod = ("", {})
     assert not network.reaches(checkout, outside, 80), "an address outside the cluster"
     assert not network.reaches(checkout, ("default", {"component": "apiserver"}), 6443)
@@ -591,7 +596,7 @@ def test_validate_refuses_two_environments_routing_one_host_on_a_cluster(repo: P
     refused = run("validate")
     assert refused.exit_code == 1
     assert ("error: environments/staging/environment.yaml:5: routes "
-            "development.acme.example/identity/auth/login on cluster nonprod-eu, as environment "
+            "development.acme.example/identity/auth-v2/login on cluster nonprod-eu, as environment "
             "development does there: give each environment of the cluster its own `domain`"
             in refused.stderr)
     edit(repo, "environments/staging/environment.yaml", "domain:", "# domain:")
