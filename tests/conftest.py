@@ -369,10 +369,10 @@ def record_healthy(clone_path: Path, environment: str = "development",
     for cluster in state.environments[environment].clusters:
         records = {}
         for release in state.releases_in(environment):
-            ref = f"{release.project}/{release.component}"
-            record = observe(None, cluster=cluster, environment=environment, component=ref,
-                             release="", image=release.image, state_commit="",
-                             health=HEALTHY, now=seen)
+            line = state.line_suffix(*release.key[:3], release.major)
+            record = observe(None, cluster=cluster, environment=environment,
+                             component=release.ref, release="", image=release.image,
+                             state_commit="", health=HEALTHY, now=seen, line=line)
             assert record is not None
-            records[ref] = record
+            records[f"{release.ref}@{line}"] = record
         publish_records(clone_path, cluster, records, f"verify {environment} on {cluster}")
