@@ -174,7 +174,8 @@ class EnvironmentWorker:
             self.metrics.verifications.labels(self.environment).inc(len(changed))
             log.info("verification recorded", extra={
                 "environment": self.environment,
-                "records": {r.component: r.health for r in changed}})
+                "records": {r.component + (f" {r.line}" if r.line else ""): r.health
+                            for r in changed}})
         return True
 
     def _failed(self, commit: str, error: str, details: tuple[str, ...] = ()) -> None:
