@@ -102,8 +102,10 @@ def history_command(ctx: click.Context, component: str | None, environment: str 
         found.append(event.as_dict())
         if limit and len(found) >= limit:
             break
-    print_rows(ctx, found, ("time", "author", "operation", "component", "from_environment",
-                            "to_environment", "image", "commit"),
+    # The major line is a column only where a component runs several side by side.
+    line = ("version",) if any(event["version"] for event in found) else ()
+    print_rows(ctx, found, ("time", "author", "operation", "component", *line,
+                            "from_environment", "to_environment", "image", "commit"),
                short={"commit": 12, "image": 0})
 
 
