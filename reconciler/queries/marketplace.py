@@ -370,7 +370,7 @@ def _api_entity(state: State, service: Service, line: Line, definition: str | No
     namespace = service.project or "default"
     owner = service.project or state.organization.name
     if service.third_party is not None:
-        api_type = THIRD_PARTY  # no definition format known: Backstage shows it as text
+        api_type: str = THIRD_PARTY  # no definition format known: Backstage shows text
         lifecycle = "production"
     else:
         api_type = _BACKSTAGE_API_TYPES.get(service.protocol, service.protocol.lower())
