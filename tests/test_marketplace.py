@@ -129,8 +129,8 @@ def checkout_release_text(repo: Path, environment: str) -> str:
 def test_each_major_shows_its_newest_minor_and_where_each_version_runs(repo: Path,
                                                                        run: Run) -> None:
     """v1 = the newest v1.x released anywhere in the pipeline; v2 beside it, side by side."""
-    edit(repo, "environments/development/shop/checkout/release.yaml", "version: v1.2",
-         "version: v1.3")
+    edit(repo, "environments/staging/shop/checkout/release.yaml", "version: v1.2",
+         "version: v1.3")  # the newest v1 need not be in the first environment
     edit(repo, f"{CHECKOUT}/component.yaml", "    autoDeploy: true\n",
          "    autoDeploy: true\n  - branch: next\n    version: v2.0\n")
     v2_image = f"registry.acme.example/shop/checkout@sha256:{'2' * 64}"
@@ -147,7 +147,7 @@ def test_each_major_shows_its_newest_minor_and_where_each_version_runs(repo: Pat
     details = show(run, "checkout-api")
     assert details["versions"] == [
         {"major": "v1", "version": "v1.3",
-         "environments": {"development": "v1.3", "staging": "v1.2", "production": "v1.2"}},
+         "environments": {"development": "v1.2", "staging": "v1.3", "production": "v1.2"}},
         {"major": "v2", "version": "v2.0", "environments": {"development": "v2.0"}}]
     assert details["connection"]["connections"][0]["version"] == "v2", "newest major by default"
 
@@ -358,6 +358,8 @@ def test_export_is_valid_backstage_entities(repo: Path, run: Run, tmp_path: Path
     assert "catalog-api-v1" not in [e["metadata"]["name"] for e in without_all]
     standard = run("marketplace", "export", "--format", "backstage", "--all").stdout
     assert list(yaml.safe_load_all(standard)) == entities
+    as_json = run("marketplace", "export", "--format", "backstage", "--all", "-o", "json")
+    assert json.loads(as_json.stdout) == entities
 
 
 def test_the_backstage_schemas_do_reject_a_broken_entity(run: Run, tmp_path: Path) -> None:

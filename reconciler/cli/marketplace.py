@@ -4,6 +4,7 @@ to, and export them to a developer portal (Backstage). The logic is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,7 @@ def _indent(text: str) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
 @_viewer
+@output_option
 @click.pass_context
 def export_command(ctx: click.Context, export_format: str, out: Path | None,
                    project: str | None, everything: bool) -> None:
@@ -183,9 +185,12 @@ def export_command(ctx: click.Context, export_format: str, out: Path | None,
     APIs it provides and consumes), ready for a catalog Location.
 
     Project-visible services are exported only with --project of their own project, or
-    with --all (for platform roles: admins and platform engineers)."""
+    with --all (for platform roles: admins and platform engineers). YAML documents, or
+    with -o json one JSON list of the entities."""
     state, source = _load(ctx)
-    text = dump_manifests(market.backstage_entities(state, source, project, everything))
+    entities = market.backstage_entities(state, source, project, everything)
+    as_json = output_of(ctx) == "json"
+    text = json.dumps(entities, indent=2) + "\n" if as_json else dump_manifests(entities)
     if out is None:
         click.echo(text, nl=False)
         return
