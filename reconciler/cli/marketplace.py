@@ -58,7 +58,7 @@ def marketplace() -> None:
     """
 
 
-@marketplace.command("list")
+@marketplace.command("list", short_help="List the services, newest version per major.")
 @click.option("--type", "service_type", type=click.Choice(market.SERVICE_TYPES),
               help="Only internal (platform) or third-party services.")
 @click.option("--visibility", type=click.Choice(market.VISIBILITIES),
@@ -80,7 +80,7 @@ def list_command(ctx: click.Context, service_type: str | None, visibility: str |
     print_rows(ctx, [_row(ctx, s) for s in found], _COLUMNS, short={"summary": 50})
 
 
-@marketplace.command("search")
+@marketplace.command("search", short_help="Search names, labels, overviews and API definitions.")
 @click.argument("text")
 @click.option("--in", "where", type=click.Choice(market.SEARCH_FIELDS), default="all",
               show_default=True, help="Search names, labels, content (summary, overview and "
@@ -107,7 +107,7 @@ def search_command(ctx: click.Context, text: str, where: str, project: str | Non
                short={"summary": 50})
 
 
-@marketplace.command("show")
+@marketplace.command("show", short_help="How to connect to a service, and its docs.")
 @click.argument("service")
 @click.option("--version", metavar="vN", help="Only this major version (default: all, the "
               "connection snippet for the newest).")
@@ -169,7 +169,7 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line if line else "" for line in text.rstrip("\n").splitlines())
 
 
-@marketplace.command("export")
+@marketplace.command("export", short_help="Export Backstage catalog entities.")
 @click.option("--format", "export_format", type=click.Choice(["backstage"]), required=True,
               help="backstage: catalog entities (an API per service and major version, a "
                    "Component per component) as a multi-document YAML.")
