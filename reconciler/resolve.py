@@ -193,3 +193,17 @@ def _text(value: Scalar | None) -> str:
 def _hash(content: object) -> str:
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()
+
+
+CONNECTION_PARAMETERS = ("url", "host", "port")
+"""What a connection can map to environment variables."""
+
+
+def connection_parameters(state: State, environment: str, service: str, version: str
+                          ) -> dict[str, str]:
+    """``url``, ``host`` and ``port`` that a connection to ``service`` (``project/component/
+    endpoint`` or a third-party name) at major ``version`` gets in ``environment``: what the
+    marketplace shows a consumer before it declares the connection."""
+    probe = Connection("marketplace", service, version,
+                       {p: p for p in CONNECTION_PARAMETERS}, "", 0)
+    return _connection_env(state, environment, probe)
