@@ -152,7 +152,7 @@ def test_soak_time_counts_from_when_it_was_verified(team: Team) -> None:
     assert re.search(r"healthy on 1/1 clusters for \dm of 1h, promotable from 20",
                      refused.stderr), refused.stderr
     records = read_records(team.developer)
-    first = records[(team.live.name, STOREFRONT)]["nonprod-eu"].first_healthy
+    first = records[(team.live.name, STOREFRONT, "")]["nonprod-eu"].first_healthy
     assert first is not None
     healthy_at = datetime.datetime.fromisoformat(first.replace("Z", "+00:00"))
     too_soon = promote(STOREFRONT, "staging", False, healthy_at + datetime.timedelta(minutes=59),
