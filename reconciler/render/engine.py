@@ -152,6 +152,10 @@ class _Renderer:
             component={
                 "name": component.name, "type": component.type, "ref": component.ref,
                 "schedule": component.schedule,
+                "concurrency_policy": component.concurrency_policy,
+                "backoff_limit": component.backoff_limit,
+                "active_deadline_seconds": component.active_deadline_seconds,
+                "starting_deadline_seconds": component.starting_deadline_seconds,
                 "endpoints": [
                     {"name": e.name, "port": e.port, "type": e.type, "visibility": e.visibility,
                      "service": service_name(component.name, e.name)}
