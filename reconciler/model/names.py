@@ -9,6 +9,8 @@ from reconciler.errors import ReconcilerError
 LABEL_PREFIX = "reconciler.io"
 """The one prefix of the tool's own labels and annotations on every object it renders."""
 MANAGED_BY = "reconciler"
+SYSTEM_NAMESPACE = "reconciler-system"
+"""The tool's own namespace in each cluster: inventories, status, task records, the Lease."""
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """An environment variable name (schemas' ``envName``): also a secret's file name."""
