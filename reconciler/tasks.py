@@ -122,12 +122,15 @@ def follow(client: KubeClient, environment: str, component: Component, job: str,
     ``timeout`` seconds have passed)."""
     namespace = namespace_name(component.project, environment)
     deadline = None if timeout is None else time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
     while True:
         live = client.get(ObjectRef("batch/v1", "Job", namespace, job))
         if live is None:
             raise ReconcilerError(f"the Job {namespace}/{job} was deleted before it finished")
-        execution = executions.of_job(component.name, live, _pods_of(client, component,
-                                                                    namespace, live))
+        # A Job that fails by its deadline takes its pods with it: what they last said
+        # (not scheduled, image pull) is still why.
+        seen = _pods_of(client, component, namespace, live) or seen
+        execution = executions.of_job(component.name, live, seen)
         if execution.finished or cancelled() or (
                 deadline is not None and time.monotonic() > deadline):
             return execution
@@ -172,10 +175,14 @@ def read_record(client: KubeClient, environment: str, component: Component) -> R
 
 
 def record(client: KubeClient, environment: str, component: Component, cluster: str,
-           now: datetime.datetime, write: bool = True) -> Recorded:
+           now: datetime.datetime, write: bool = True,
+           known: Iterable[Execution] = ()) -> Recorded:
     """Merge the live finished executions into the task's record and write it back
-    (optimistically: a concurrent writer's change is re-read and merged, never lost)."""
-    live = live_executions(client, environment, component, cluster)
+    (optimistically: a concurrent writer's change is re-read and merged, never lost).
+    ``known`` executions (followed to their end) replace what their Jobs say now."""
+    followed = {e.id: e for e in known}
+    live = [followed.get(e.id, e)
+            for e in live_executions(client, environment, component, cluster)]
     ref = _record_ref(environment, component)
     for _ in range(_MAX_WRITE_ATTEMPTS):
         current = client.get(ref)
@@ -261,7 +268,7 @@ def logs(state: State, environments: Iterable[str], execution: str,
     if not name:
         raise ReconcilerError(f"{execution!r} is not an execution id (COMPONENT-<10 hex>, as "
                               "task run and task executions print)")
-    recorded_only = False
+    unsearched: list[str] = []
     for environment in environments:
         for release in state.releases_in(environment):
             component = state.components.get((release.project, release.component))
@@ -269,18 +276,26 @@ def logs(state: State, environments: Iterable[str], execution: str,
                 continue
             namespace = namespace_name(component.project, environment)
             for cluster in state.environments[environment].clusters:
-                client = clients(cluster)
-                for job in client.list_objects("batch/v1", "Job", namespace,
-                                               _selector(component)):
-                    if executions.execution_id(name, job["metadata"]["uid"]) == execution:
-                        return _logs_of(client, component, namespace, job, execution)
-                if any(e.id == execution
-                       for e in read_record(client, environment, component).executions):
-                    recorded_only = True
-    if recorded_only:
-        raise ReconcilerError(f"execution {execution} is in the history, but Kubernetes has "
-                              "deleted its Job and pods, and their logs with them")
-    raise ReconcilerError(f"no execution {execution} (look it up with task executions)")
+                try:
+                    client = clients(cluster)
+                    jobs = client.list_objects("batch/v1", "Job", namespace,
+                                               _selector(component))
+                    job = next((j for j in jobs if executions.execution_id(
+                        name, j["metadata"]["uid"]) == execution), None)
+                    recorded = job is None and any(
+                        e.id == execution
+                        for e in read_record(client, environment, component).executions)
+                except ReconcilerError as exc:
+                    unsearched.append(f"{cluster}: {exc}")
+                    continue
+                if job is not None:
+                    return _logs_of(client, component, namespace, job, execution)
+                if recorded:
+                    raise ReconcilerError(
+                        f"execution {execution} is in the history, but Kubernetes has deleted "
+                        "its Job and pods, and their logs with them")
+    where = f"; not searched: {'; '.join(unsearched)}" if unsearched else ""
+    raise ReconcilerError(f"no execution {execution} (look it up with task executions){where}")
 
 
 def _logs_of(client: KubeClient, component: Component, namespace: str,

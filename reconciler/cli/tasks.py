@@ -37,14 +37,22 @@ def _who(repo: Path) -> str:
         return "unknown"
 
 
-def _row(execution: Execution) -> dict[str, object]:
+def _row(execution: Execution, table: bool) -> dict[str, object]:
+    """An execution as a table row (short commit, duration in words) or as data (seconds)."""
     duration = execution.duration
     return {"id": execution.id, "cluster": execution.cluster, "trigger": execution.trigger,
             "by": execution.triggered_by, "start": execution.start, "end": execution.end,
-            "duration": "" if duration is None else f"{duration}s",
+            "duration": ("" if duration is None else _seconds(duration)) if table else duration,
             "status": execution.status, "reason": execution.reason,
             "release": execution.release, "image": execution.image,
-            "commit": execution.commit[:12]}
+            "commit": execution.commit[:12] if table else execution.commit}
+
+
+def _seconds(seconds: int) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes \
+        else f"{seconds}s"
 
 
 @task_group.command("run")
@@ -78,7 +86,7 @@ def run_command(ctx: click.Context, ref: str, environment: str, cluster: str | N
     click.echo(f"started {execution.id} (Job {execution.job}) in {clusters[0]}", err=True)
     execution = follow(client, environment, component, execution.job, timeout)
     recorded = record(client, environment, component, clusters[0],
-                      datetime.datetime.now(datetime.UTC))
+                      datetime.datetime.now(datetime.UTC), known=[execution])
     if recorded.warning:
         click.echo(f"warning: {recorded.warning}", err=True)
     _print(ctx, execution)
@@ -90,7 +98,7 @@ def run_command(ctx: click.Context, ref: str, environment: str, cluster: str | N
 
 def _print(ctx: click.Context, execution: Execution) -> None:
     if output_of(ctx) in ("json", "yaml"):
-        print_data(output_of(ctx), _row(execution) | {"commit": execution.commit})
+        print_data(output_of(ctx), _row(execution, table=False))
     elif execution.finished:
         click.echo(f"{execution.id} {execution.status}"
                    + (f": {execution.reason}" if execution.reason else ""))
@@ -124,8 +132,7 @@ def executions_command(ctx: click.Context, ref: str, environment: str, cluster: 
                               datetime.datetime.now(datetime.UTC), days, limit)
     for warning in listing.warnings:
         click.echo(f"warning: {warning}", err=True)
-    rows = [_row(e) | ({"commit": e.commit} if output_of(ctx) != "table" else {})
-            for e in listing.executions]
+    rows = [_row(e, table=output_of(ctx) == "table") for e in listing.executions]
     if output_of(ctx) in ("json", "yaml"):
         print_data(output_of(ctx), {"executions": rows, "last30Days": dict(listing.totals)})
         return

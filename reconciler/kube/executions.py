@@ -225,9 +225,10 @@ def totals(record: Record, now: datetime.datetime,
 
 
 def history(live: Iterable[Execution], record: Record) -> list[Execution]:
-    """Every execution, live Jobs and recorded ones (a live Job wins), newest first."""
-    found = {e.id: e for e in record.executions}
-    found.update((e.id, e) for e in live)
+    """Every execution, live Jobs and recorded ones, newest first. A recorded execution
+    wins over its live Job: it was recorded when it ended, with what its pods said then."""
+    found = {e.id: e for e in live}
+    found.update((e.id, e) for e in record.executions)
     return sorted(found.values(), key=lambda e: (e.start, e.id), reverse=True)
 
 
