@@ -279,7 +279,7 @@ def test_a_scheduled_task_run_by_the_cronjob_controller_is_recorded_and_counted_
     try:
         # The CronJob controller starts it at the next minute; the daemon counts it.
         wait_for(lambda: daemon.metric("reconciler_task_executions_total",
-                                       'task="shop/invoice-run",result="succeeded"') >= 1,
+                                       'result="succeeded",task="shop/invoice-run"') >= 1,
                  "a scheduled execution counted by the daemon", timeout=180)
         assert daemon.metric("reconciler_task_last_success_timestamp_seconds",
                              'task="shop/invoice-run"') > 0
