@@ -91,6 +91,12 @@ def start(state: State, environment: str, cluster: str, client: KubeClient, ref:
             f"release {release} of {ref} is not applied in cluster {cluster} yet (it runs "
             f"{live_release or 'an unknown release'}): apply {environment} first, or wait "
             "for the daemon")
+    if cronjob["spec"].get("concurrencyPolicy", "Forbid") == "Forbid":
+        running = [e.id for e in live_executions(client, environment, component, cluster)
+                   if not e.finished]
+        if running:
+            raise ReconcilerError(f"{ref} is running in {cluster} ({', '.join(running)}) and its "
+                                  "concurrencyPolicy is Forbid: wait for it to end")
     template = cronjob["spec"]["jobTemplate"]
     metadata = template.get("metadata") or {}
     job = {

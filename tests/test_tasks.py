@@ -204,7 +204,7 @@ def test_a_manual_task_runs_on_demand_and_its_history_outlives_its_jobs(
     write(live.repo, f"environments/{live.name}/shop/reindex/config.yaml",
           "kind: Config\nenv: {REINDEX_MODE: full}\n")
     edit(live.repo, "projects/shop/components/reindex/component.yaml", "tracks:",
-         "activeDeadlineSeconds: 3\nresources: {cpu: '500', memory: 128Mi}\ntracks:")
+         "activeDeadlineSeconds: 8\nresources: {cpu: '500', memory: 128Mi}\ntracks:")
     commit_all(live.repo, "reindex: full, with a deadline, and more CPU than any node has")
     stale = as_developer(live, "task", "run", "shop/reindex", "--env", live.name)
     assert stale.exit_code == 1
@@ -212,27 +212,39 @@ def test_a_manual_task_runs_on_demand_and_its_history_outlives_its_jobs(
     assert live.apply().exit_code == 0
     second_release = release_of(live, "reindex")
     assert second_release != first_release
+    started = as_developer(live, "task", "run", "shop/reindex", "--env", live.name)
+    assert started.exit_code == 0, started.stderr
+    first_failed = started.stdout.strip()
+    # concurrencyPolicy Forbid (the default): not a second one while it runs.
+    again = as_developer(live, "task", "run", "shop/reindex", "--env", live.name)
+    assert again.errors == [f"error: shop/reindex is running in nonprod-eu ({first_failed}) and "
+                            "its concurrencyPolicy is Forbid: wait for it to end"]
+    wait_for(lambda: [e["status"] for e in executions_of(live, "shop/reindex")["executions"]
+                      if e["id"] == first_failed] == ["failed"], "the first run to fail",
+             timeout=120)
     ran = as_developer(live, "task", "run", "shop/reindex", "--env", live.name, "--wait",
                        "--timeout", TIMEOUT)
     assert ran.exit_code == 1
     failed = ran.stdout.split()[0]
     assert ran.errors == [f"error: execution {failed} failed: deadline exceeded: ran longer "
-                          "than its activeDeadlineSeconds (3 s); not scheduled: " + ran.errors[0]
+                          "than its activeDeadlineSeconds (8 s); not scheduled: " + ran.errors[0]
                           .split("not scheduled: ", 1)[1]]
     assert "Insufficient cpu" in ran.stderr
 
     listed = executions_of(live, "shop/reindex")
+    dana = "Dana Developer <dana@acme.example>"
     assert [(e["id"], e["status"], e["release"], e["trigger"], e["by"])
             for e in listed["executions"]] == [
-        (failed, "failed", second_release, "manual", "Dana Developer <dana@acme.example>"),
-        (succeeded, "succeeded", first_release, "manual", "Dana Developer <dana@acme.example>")]
+        (failed, "failed", second_release, "manual", dana),
+        (first_failed, "failed", second_release, "manual", dana),
+        (succeeded, "succeeded", first_release, "manual", dana)]
     newest = listed["executions"][0]
     assert newest["image"].startswith("registry.acme.example/shop/reindex@sha256:")
     release_file = yaml.safe_load((live.repo / f"environments/{live.name}/shop/reindex/"
                                                 "release.yaml").read_text())
     assert (newest["commit"], newest["image"]) == (release_file["commit"], release_file["image"])
     assert newest["end"] >= newest["start"] and newest["duration"] >= 0
-    assert listed["last30Days"] == {"succeeded": 1, "failed": 1}
+    assert listed["last30Days"] == {"succeeded": 1, "failed": 2}
 
     # KWOK's nodes serve no logs: the error says which pod and what the API server said.
     logs = as_developer(live, "task", "logs", succeeded, "--env", live.name)
@@ -246,12 +258,13 @@ def test_a_manual_task_runs_on_demand_and_its_history_outlives_its_jobs(
     wait_for(lambda: not batch.list_namespaced_job(live.shop()).items, "the Jobs to go")
     after = executions_of(live, "shop/reindex")
     assert [(e["id"], e["status"], e["release"]) for e in after["executions"]] == [
-        (failed, "failed", second_release), (succeeded, "succeeded", first_release)]
+        (failed, "failed", second_release), (first_failed, "failed", second_release),
+        (succeeded, "succeeded", first_release)]
     assert after["executions"][0]["reason"] == newest["reason"]
-    assert after["last30Days"] == {"succeeded": 1, "failed": 1}
+    assert after["last30Days"] == {"succeeded": 1, "failed": 2}
     table = as_developer(live, "task", "executions", "shop/reindex", "--env", live.name)
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "TRIGGER", "BY"]
-    assert table.stdout.splitlines()[-1] == "last 30 days: 1 succeeded, 1 failed"
+    assert table.stdout.splitlines()[-1] == "last 30 days: 1 succeeded, 2 failed"
     gone = as_developer(live, "task", "logs", succeeded)
     assert gone.errors == [f"error: execution {succeeded} is in the history, but Kubernetes "
                            "has deleted its Job and pods, and their logs with them"]
