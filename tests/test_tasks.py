@@ -160,6 +160,26 @@ def test_a_job_that_ran_out_of_time_says_so() -> None:
     assert (execution.trigger, execution.triggered_by) == ("manual", "Dana")
 
 
+def test_a_job_that_used_up_its_retries_or_cannot_pull_its_image_says_so() -> None:
+    job = {"metadata": {"uid": "ffff0000-0000-0000-0000-000000000000", "name": "invoice-run-1",
+                        "annotations": {"batch.kubernetes.io/cronjob-scheduled-timestamp":
+                                        "2026-12-06T03:00:00Z"}},
+           "spec": {"backoffLimit": 2},
+           "status": {"startTime": "2026-12-06T03:00:01Z", "failed": 3, "conditions": [
+               {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "lastTransitionTime": "2026-12-06T03:02:00Z"}]}}
+    execution = of_job("invoice-run", job)
+    assert (execution.trigger, execution.triggered_by, execution.status) == (
+        "schedule", "", "failed")
+    assert execution.reason == "backoff limit reached: 3 failed attempt(s), backoffLimit 2"
+    running = {"metadata": {"uid": "eeee", "name": "invoice-run-2"}, "status": {}}
+    pulling = {"status": {"containerStatuses": [{"state": {"waiting": {
+        "reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}}
+    execution = of_job("invoice-run", running, [pulling])
+    assert (execution.status, execution.reason) == (
+        "running", "image pull: ImagePullBackOff: Back-off pulling image")
+
+
 # --- On the real control plane ---
 
 
