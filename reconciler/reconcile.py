@@ -23,11 +23,10 @@ from reconciler.kube.manager import FIELD_MANAGER, Change, ResourceManager, comp
 from reconciler.load.verifications import line_records, publish_records, read_records
 from reconciler.model.kinds import TASK_TYPES, Release, State
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name, workload_name
+from reconciler.model.names import SYSTEM_NAMESPACE as SYSTEM_NAMESPACE
 from reconciler.model.verification import Verification, observe
 from reconciler.render.engine import MASK, Decrypt, release_ids, render_environment
 from reconciler.yamlio import dump_manifests
-
-SYSTEM_NAMESPACE = "reconciler-system"
 
 
 @dataclass(frozen=True)

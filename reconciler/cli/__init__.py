@@ -3,10 +3,11 @@ and maps expected errors to exit codes. Each module adds the commands of one are
 
 from __future__ import annotations
 
-from reconciler.cli import clusters, config, marketplace, releases, repo, secrets, views
+from reconciler.cli import clusters, config, marketplace, releases, repo, secrets, tasks, views
 from reconciler.cli.base import cli
 
-__all__ = ["cli", "clusters", "config", "main", "marketplace", "releases", "repo", "secrets", "views"]
+__all__ = ["cli", "clusters", "config", "main", "marketplace", "releases", "repo", "secrets",
+           "tasks", "views"]
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import sops
+from reconciler import sops, tasks
 from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, WriteRefused
-from reconciler.model.kinds import State
+from reconciler.model.kinds import TASK_TYPES, State
 from reconciler.model.names import MANAGED_BY
 from reconciler.reconcile import (
     SYSTEM_NAMESPACE,
@@ -155,6 +155,41 @@ class EnvironmentWorker:
         if result.health and not self._superseded(offer.commit):
             self.healthy = self._verify(offer, result) and \
                 all(h.status == "Healthy" for h in result.health.values())
+        self._record_tasks(offer.state)
+
+    def _record_tasks(self, state: State) -> None:
+        """Record each task's finished executions before Kubernetes deletes their Jobs, and
+        count them. A record that can't be written is logged; the pass carries on."""
+        now = datetime.datetime.now(datetime.UTC)
+        for release in state.releases_in(self.environment):
+            component = state.components.get((release.project, release.component))
+            if component is None or component.type not in TASK_TYPES:
+                continue
+            try:
+                recorded = tasks.record(self.client, self.environment, component,
+                                        self.cluster, now)
+            except WriteRefused:
+                raise
+            except ReconcilerError as exc:
+                log.warning("cannot record task executions", extra={
+                    "environment": self.environment, "task": component.ref, "error": str(exc)})
+                continue
+            if recorded.warning:
+                log.warning("cannot record task executions", extra={
+                    "environment": self.environment, "task": component.ref,
+                    "error": recorded.warning})
+            for execution in recorded.added:
+                self.metrics.task_executions.labels(self.environment, component.ref,
+                                                    execution.status).inc()
+                log.info("task execution recorded", extra={
+                    "environment": self.environment, "task": component.ref,
+                    "execution": execution.id, "status": execution.status,
+                    "reason": execution.reason})
+            succeeded = [e.end for e in recorded.record.executions if e.status == "succeeded"]
+            if succeeded:
+                ended = datetime.datetime.fromisoformat(max(succeeded).replace("Z", "+00:00"))
+                self.metrics.task_last_success.labels(self.environment, component.ref).set(
+                    ended.timestamp())
 
     def _verify(self, offer: Offer, result: Result) -> bool:
         """Publish what this cluster saw of each release's health: what promotions into a

@@ -52,5 +52,13 @@ class Metrics:
             "reconciler_verification_errors_total",
             "Verification records that could not be published (e.g. no push rights)", labels,
             registry=self.registry)
+        self.task_executions = prometheus_client.Counter(
+            "reconciler_task_executions_total",
+            "Finished task executions this replica recorded, by result (succeeded, failed)",
+            [*labels, "task", "result"], registry=self.registry)
+        self.task_last_success = prometheus_client.Gauge(
+            "reconciler_task_last_success_timestamp_seconds",
+            "When the task's newest recorded successful execution ended (Unix time): alert "
+            "on a task that stopped succeeding", [*labels, "task"], registry=self.registry)
         self.leader = prometheus_client.Gauge(
             "reconciler_leader", "1 while this replica holds the lease", registry=self.registry)

@@ -149,6 +149,16 @@ def author_signature(repository: pygit2.Repository) -> pygit2.Signature:
     return pygit2.Signature(name, email)
 
 
+def author_identity(path: Path) -> str | None:
+    """``Name <email>`` of whoever works in the repo at ``path`` (as ``author_signature``
+    finds them), or None when nobody is configured."""
+    try:
+        signature = author_signature(open_repository(path))
+    except ReconcilerError:
+        return None
+    return f"{signature.name} <{signature.email}>"
+
+
 def main_branch(repository: pygit2.Repository) -> str:
     """The branch the state lives on: origin's default branch when the clone knows it
     (``main``, ``master``...), else the one HEAD points to (in a bare clone, the remote's

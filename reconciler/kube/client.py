@@ -150,6 +150,22 @@ class KubeClient:
             raise
         return dict(found.to_dict())
 
+    def list_objects(self, api_version: str, kind: str, namespace: str,
+                     label_selector: str = "") -> list[dict[str, Any]]:
+        """The objects of a kind in ``namespace`` (none if it does not exist) that match
+        ``label_selector``."""
+        resource = self._resource(api_version, kind)
+        found = self._call(lambda: resource.get(namespace=namespace,
+                                                label_selector=label_selector or None,
+                                                _request_timeout=self.timeout))
+        return [dict(item) for item in found.to_dict().get("items") or []]
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """One container's log, from the API server's log endpoint (which asks the node)."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        return str(self._call(lambda: core.read_namespaced_pod_log(
+            pod, namespace, container=container, _request_timeout=self.timeout)))
+
     def apply(self, obj: Mapping[str, Any], field_manager: str, force: bool,
               dry_run: bool) -> dict[str, Any]:
         ref = ObjectRef.of(obj)

@@ -110,6 +110,10 @@ def component(project: str, data: Mapping[str, Any], path: str) -> Component:
         overview=marketplace.get("overview"),
         path=path,
         security=_security(data.get("security", {})),
+        concurrency_policy=data.get("concurrencyPolicy", "Forbid"),
+        backoff_limit=data.get("backoffLimit", 2),
+        active_deadline_seconds=data.get("activeDeadlineSeconds"),
+        starting_deadline_seconds=data.get("startingDeadlineSeconds", 300),
     )
 
 

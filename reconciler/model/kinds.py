@@ -223,6 +223,14 @@ class Component:
     overview: str | None
     path: str
     security: Security = Security()
+    concurrency_policy: str = "Forbid"
+    """A task's CronJob ``concurrencyPolicy``: Forbid (default), Allow or Replace."""
+    backoff_limit: int = 2
+    """Retries of a task's execution before it counts as failed."""
+    active_deadline_seconds: int | None = None
+    """How long a task's execution may run before it is stopped and counts as failed."""
+    starting_deadline_seconds: int = 300
+    """How late a scheduled run may still start (missed while the controller was down)."""
 
     @property
     def ref(self) -> str:

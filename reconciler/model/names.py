@@ -12,6 +12,8 @@ MANAGED_BY = "reconciler"
 MAJOR_LABEL = f"{LABEL_PREFIX}/major"
 """Set on the objects and pods of a release line while its component runs several API majors
 side by side: each line's Services select only its own pods."""
+SYSTEM_NAMESPACE = "reconciler-system"
+"""The tool's own namespace in each cluster: inventories, status, task records, the Lease."""
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """An environment variable name (schemas' ``envName``): also a secret's file name."""

@@ -166,6 +166,10 @@ class _Renderer:
                 "name": workload, "type": component.type, "ref": component.ref,
                 "line": line,
                 "schedule": component.schedule,
+                "concurrency_policy": component.concurrency_policy,
+                "backoff_limit": component.backoff_limit,
+                "active_deadline_seconds": component.active_deadline_seconds,
+                "starting_deadline_seconds": component.starting_deadline_seconds,
                 "endpoints": [
                     {"name": e.name, "port": e.port, "type": e.type, "visibility": e.visibility,
                      "service": service_name(component.name, e.name, line)}
