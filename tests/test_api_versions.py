@@ -12,6 +12,8 @@ connects to v2, identity/gateway to v3."""
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,24 +218,49 @@ def test_a_connection_needs_its_major_released_in_the_environment(repo: Path,
 
 
 def test_single_major_repos_render_byte_for_byte_as_before(tmp_path: Path) -> None:
-    """Golden digests of a generated repo (every component type, one major each), rendered
-    by the renderer before release lines existed (commit 804ef57). Task components are left
-    out: their CronJob template gained defaults since."""
+    """Golden digests of a generated repo (every component type, one major each), leaving
+    out tasks, whose CronJob gained defaults (issue 17). `before_lines`: the renderer before
+    release lines existed (commit 804ef57), release ids masked, since those now hash only
+    the templates a type uses, so the task template changed them once; `now`: every byte."""
     generated = tmp_path / "generated"
     subprocess.run([sys.executable, str(Path(__file__).parents[1] / "bench/generate.py"),
                     str(generated), "--components", "30"], check=True, capture_output=True)
     state = load_state(WorkTree(generated))
     tasks = {c.name for c in state.components.values() if c.type in TASK_TYPES}
-    digests = {}
+    before_lines, now = {}, {}
     for environment in ("development", "staging", "production"):
         objects = [o for o in render_environment(state, environment).objects
                    if o["metadata"].get("labels", {}).get("app.kubernetes.io/name") not in tasks]
-        digests[environment] = hashlib.sha256(dump_manifests(objects).encode()).hexdigest()
-    assert digests == {
-        "development": "bd37b637f55008a57ecd8f1b482ed55ee0d2cb4b070c94962edfb289d08ab313",
-        "staging": "538a0314d7def56626e5ca88c0c9da7d2af3eafb080d7a5e412ad1fc104dd372",
-        "production": "42a5909a882e9b791d592c00dff60038e0a3dc1779fc91de0f6b34ae5aedfa3a",
+        text = dump_manifests(objects)
+        masked = re.sub(r"(reconciler\.io/release: )[0-9a-f]{16}", r"\1<id>", text)
+        before_lines[environment] = hashlib.sha256(masked.encode()).hexdigest()
+        now[environment] = hashlib.sha256(text.encode()).hexdigest()
+    assert before_lines == {
+        "development": "284a63f7120aa6506938ae5425e0f02e46ae55770c0cd232a1d7abdc7f2adc6c",
+        "staging": "c8dd4cb7d74459aa29ce53b2f45b755179aa1a7272224ea1c27629ddde7bf0b9",
+        "production": "f521a853f0dd0c04b9b732944d243bf22da3d7dcfbe58a6450b949254497973b",
     }
+    assert now == {
+        "development": "f126d18ed9adbef498365213d5e0fb57ab95a71302ad740ada5923beefca9a89",
+        "staging": "b0b885f72d3d87c8aa8f4e78918b3370434f3ab2353f63ff1d1ab017246404c1",
+        "production": "04d7fdf483fc71e3f0796c45d8abce5a76701f5ddb16c004adbf87928a0e8958",
+    }
+
+
+def test_a_task_template_change_is_a_new_release_of_tasks_only(repo: Path, run: Run) -> None:
+    def ids() -> dict[str, str]:
+        found = run("render", "--env", "production", "-o", "json")
+        assert found.exit_code == 0, found.stderr
+        return {o["metadata"]["name"]: o["metadata"]["annotations"]["reconciler.io/release"]
+                for o in json.loads(found.stdout)["items"]
+                if o["kind"] in ("Deployment", "CronJob")}
+    before = ids()
+    builtin = Path(__file__).parents[1] / "templates/lib/cronjob.yaml.j2"
+    write(repo, "templates/lib/cronjob.yaml.j2", builtin.read_text() + "# tuned\n",
+          header=False)
+    after = ids()
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"invoice-run", "reindex"}, "only the tasks use the CronJob template"
 
 
 # --- on the control plane ---

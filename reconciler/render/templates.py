@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -112,11 +113,32 @@ class Templates:
         key = ",".join(folders)
         if key not in self._fingerprints:
             digest = hashlib.sha256()
-            for name in [n for f in (*folders, "lib") for n in self.names(f)]:
+            for name in self._used([n for f in folders for n in self.names(f)]):
                 source = self._load(name)
                 digest.update(name.encode() + b"\0" + (source[0] if source else "").encode())
             self._fingerprints[key] = digest.hexdigest()
         return self._fingerprints[key]
+
+    def _used(self, names: list[str]) -> list[str]:
+        """``names`` and every template they include, import or extend, transitively: a
+        change to a shared template is a new release only of the types that use it."""
+        found: list[str] = []
+        pending = list(names)
+        while pending:
+            name = pending.pop(0)
+            if name in found:
+                continue
+            found.append(name)
+            source = self._load(name)
+            if source is None:
+                continue
+            try:
+                parsed = self.environment.parse(source[0])
+            except jinja2.TemplateSyntaxError:
+                continue  # reported when it renders
+            pending.extend(sorted(
+                n for n in jinja2.meta.find_referenced_templates(parsed) if n is not None))
+        return found
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
         """The template's output, or ``TemplateFailure`` at the template's line."""
