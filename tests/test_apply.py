@@ -202,7 +202,7 @@ def test_an_empty_render_is_refused_unless_allowed(live: LiveEnv,
                                                    api_client: ApiClient) -> None:
     assert live.apply().exit_code == 0
     before = objects_in(api_client, live.shop())
-    for release in (live.repo / f"environments/{live.name}").glob("*/*/release.yaml"):
+    for release in (live.repo / f"environments/{live.name}").glob("*/*/release*.yaml"):
         release.unlink()
     refused = live.apply()
     assert refused.exit_code == 1

@@ -271,7 +271,7 @@ def test_records_published_at_once_never_lose_one_another(team: Team, tmp_path: 
     assert not errors, errors
     records = read_records(team.developer)
     for cluster in ("eu", "us"):
-        assert {ref for (_, ref), by in records.items() if cluster in by} == \
+        assert {ref for (_, ref, _), by in records.items() if cluster in by} == \
             {f"shop/c{n}" for n in range(12)}
 
 

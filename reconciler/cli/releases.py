@@ -13,6 +13,7 @@ from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, follow
 from reconciler.load.loader import load_state
 from reconciler.load.verifications import Records, read_records
+from reconciler.model.kinds import State
 from reconciler.model.names import split_ref
 from reconciler.operations import releases
 from reconciler.queries.builds import builds
@@ -154,7 +155,16 @@ def _promote_due(ctx: click.Context, records: Records) -> None:
             write(ctx, releases.promote(component, environment, branch, verifications=records,
                                         version=line), target_branch=target)
         except ReconcilerError as exc:
-            click.echo(f"waiting: {component} {line} to {environment}: {exc}")
+            previous = state.lines(_previous_stage(state, component, environment),
+                                   *split_ref(component))
+            shown = f"{component} {line}" if len(previous) > 1 else component
+            click.echo(f"waiting: {shown} to {environment}: {exc}")
+
+
+def _previous_stage(state: State, component: str, environment: str) -> str:
+    pipeline = state.pipelines[state.component_pipeline(state.component_named(component))]
+    stages = pipeline.environments
+    return stages[stages.index(environment) - 1]
 
 
 @cli.command("rollback")
