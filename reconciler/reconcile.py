@@ -19,13 +19,19 @@ from reconciler.kube.client import KubeClient, connect
 from reconciler.kube.health import CHECKS as HEALTH_CHECKS
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import Inventory, ObjectRef
-from reconciler.kube.manager import FIELD_MANAGER, Change, ResourceManager, comparable
+from reconciler.kube.manager import (
+    APPLIED_ANNOTATION,
+    FIELD_MANAGER,
+    Change,
+    ResourceManager,
+    comparable,
+)
 from reconciler.load.verifications import line_records, publish_records, read_records
 from reconciler.model.kinds import TASK_TYPES, Release, State
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name, workload_name
 from reconciler.model.names import SYSTEM_NAMESPACE as SYSTEM_NAMESPACE
 from reconciler.model.verification import Verification, observe
-from reconciler.render.engine import MASK, Decrypt, release_ids, render_environment
+from reconciler.render.engine import MASK, Decrypt, Rendered, release_ids, render_environment
 from reconciler.yamlio import dump_manifests
 
 
@@ -71,8 +77,12 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
                       decrypt: Decrypt, prune: bool = True, allow_empty: bool = False,
                       dry_run: bool = False, wait: bool = False, timeout: float = 300,
                       force_conflicts: bool = False,
-                      cancelled: Callable[[], bool] = lambda: False) -> Result:
-    rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt)
+                      cancelled: Callable[[], bool] = lambda: False,
+                      rendered: Rendered | None = None) -> Result:
+    """Render ``environment`` for ``cluster`` (or take ``rendered``, its render at this
+    state), apply it, prune what left it, and optionally wait for health."""
+    if rendered is None:
+        rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt)
     objects = list(rendered.objects)
     previous = read_inventory(client, environment)
     current = inventory.new(objects)
@@ -100,8 +110,13 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
     if wait and not dry_run:
         # Kinds without a check are Healthy once they exist, and they were just applied.
         watched = sorted((r for r in current if r.kind in HEALTH_CHECKS), key=inventory.apply_order)
-        health = manager.wait(watched, timeout, cancelled)
+        health = manager.wait(watched, timeout, cancelled, selector=_selector(environment))
     return Result(environment, cluster, rendered.revision, tuple(changes), health)
+
+
+def _selector(environment: str) -> str:
+    """The labels the renderer puts on every object of ``environment``."""
+    return f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_PREFIX}/environment={environment}"
 
 
 def diff_environment(state: State, environment: str, cluster: str, client: KubeClient,
@@ -115,7 +130,8 @@ def diff_environment(state: State, environment: str, cluster: str, client: KubeC
         str(o["metadata"]["name"]) for o in rendered.objects if o.get("kind") == "Namespace"
         and client.get(ObjectRef.of(o)) is None)
     texts = []
-    for preview in manager.preview(list(rendered.objects), new_namespaces):
+    for preview in manager.preview(list(rendered.objects), new_namespaces,
+                                   manager.key(create=False)):
         if preview.error is not None:
             texts.append(f"# {preview.ref}: {preview.error}\n")
             continue
@@ -128,13 +144,23 @@ def diff_environment(state: State, environment: str, cluster: str, client: KubeC
             dump_manifests([before]).splitlines(keepends=True) if before else [],
             dump_manifests([after]).splitlines(keepends=True),
             fromfile=f"live {preview.ref}", tofile=f"desired {preview.ref}")
-        texts.append("".join(lines))
+        text = "".join(lines)
+        texts.append(text or f"# {preview.ref}: only the tool's applied annotation changes\n")
     stale = inventory.stale(read_inventory(client, environment), inventory.new(rendered.objects))
     texts += [f"# {ref}: would be pruned\n" for ref in stale]
     return texts
 
 
 def _masked(obj: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``obj`` as a diff shows it: without the tool's bookkeeping annotation, and Secret
+    values masked."""
+    annotations = dict((obj.get("metadata") or {}).get("annotations") or {})
+    if APPLIED_ANNOTATION in annotations:
+        del annotations[APPLIED_ANNOTATION]
+        metadata = {k: v for k, v in obj["metadata"].items() if k != "annotations"}
+        if annotations:
+            metadata["annotations"] = annotations
+        obj = {**obj, "metadata": metadata}
     if obj.get("kind") != "Secret":
         return obj
     live_data = (live or {}).get("data") or {}

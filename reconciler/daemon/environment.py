@@ -29,6 +29,7 @@ from reconciler.reconcile import (
     apply_environment,
     record_verifications,
 )
+from reconciler.render.engine import Rendered, render_environment
 
 MAX_BACKOFF = 300.0
 
@@ -43,8 +44,9 @@ class Offer:
 
 
 class EnvironmentWorker:
-    """Applies the newest offered commit of one environment: at once when the commit is new,
-    again as a drift check an interval after its previous pass ended (or on any offer while
+    """Applies the newest offered commit of one environment: at once when the commit is new
+    (rendered once), again as a drift check of the same objects an interval after its
+    previous pass ended (or on any offer while
     its last health wait found something unhealthy or its records were not published), and
     after a failure only once its backoff ends (or a newer commit arrives)."""
 
@@ -72,6 +74,9 @@ class EnvironmentWorker:
         self.retry_at = 0.0
         self.finished_at = 0.0
         self._offer: Offer | None = None
+        self._rendered: tuple[str, Rendered] | None = None
+        """The objects of the commit last rendered: a drift check of the same commit reuses
+        them instead of rendering again."""
         self._attempted = ""
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -146,11 +151,17 @@ class EnvironmentWorker:
     def _reconcile(self, offer: Offer) -> None:
         started = time.monotonic()
         new_commit = self.applied != offer.commit
+        if self._rendered is None or self._rendered[0] != offer.commit:
+            self._rendered = None  # the previous commit's objects are not kept beside these
+            self._rendered = (offer.commit, render_environment(
+                offer.state, self.environment, cluster=self.cluster,
+                decrypt=sops.decryptor(self.decrypt_keys, self.environment)))
         result = apply_environment(
             offer.state, self.environment, self.cluster, self.client,
             decrypt=sops.decryptor(self.decrypt_keys, self.environment),
             wait=new_commit or not self.healthy, timeout=self.wait_timeout,
-            force_conflicts=True, cancelled=lambda: self._superseded(offer.commit))
+            force_conflicts=True, cancelled=lambda: self._superseded(offer.commit),
+            rendered=self._rendered[1])
         self._observe(offer.commit, result, new_commit, time.monotonic() - started)
         if result.health and not self._superseded(offer.commit):
             self.healthy = self._verify(offer, result) and \

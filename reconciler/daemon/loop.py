@@ -26,11 +26,12 @@ from reconciler import __version__
 from reconciler.daemon.environment import MAX_BACKOFF, EnvironmentWorker, Offer
 from reconciler.daemon.http import serve
 from reconciler.daemon.metrics import Metrics, log
-from reconciler.errors import ReconcilerError
+from reconciler.errors import Problem, ReconcilerError
 from reconciler.git.store import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
 from reconciler.load.loader import load_state_and_problems
+from reconciler.model.kinds import State
 from reconciler.model.paths import classify
 from reconciler.reconcile import SYSTEM_NAMESPACE, ensure_system_namespace
 
@@ -78,6 +79,8 @@ class Daemon:
         self.is_leader = False
         self.workers: dict[str, EnvironmentWorker] = {}
         self.seen_tip = ""
+        self._loaded: tuple[str, State, tuple[Problem, ...]] | None = None
+        """The last commit loaded and what it held: an unchanged tip is not loaded again."""
         self.failures = 0
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
@@ -150,7 +153,7 @@ class Daemon:
             commit = follow(self.repo)
             self.seen_tip = commit
             ensure_system_namespace(self.writer)
-            state, problems = load_state_and_problems(GitTree(self.repo, commit))
+            state, problems = self._load(commit)
         except ReconcilerError as exc:
             return self._failed("", str(exc))
         by_environment: dict[str, list[str]] = {}
@@ -171,6 +174,11 @@ class Daemon:
                 Offer(commit, state, tuple(by_environment.get(environment, ()))))
         self.ready.set()
         return self.interval
+
+    def _load(self, commit: str) -> tuple[State, tuple[Problem, ...]]:
+        if self._loaded is None or self._loaded[0] != commit:
+            self._loaded = (commit, *load_state_and_problems(GitTree(self.repo, commit)))
+        return self._loaded[1], self._loaded[2]
 
     def _may_write(self) -> bool:
         return self.election.leading() and not self.stopping.is_set()

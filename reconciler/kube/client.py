@@ -2,8 +2,10 @@
 
 Every call the tool makes to a cluster goes through ``KubeClient``, which turns the client's
 exceptions into ``KubeError`` (the API answered no) and ``Unreachable`` (it did not answer),
-and counts the writes it sends. A client can be guarded (``guarded``): it then sends a write
-only while its guard allows, as a daemon's writes are allowed only while it leads.
+and counts the requests and the writes it sends. Answers are read as plain JSON, not through
+the dynamic client's object wrappers, which cost more CPU than the request itself. A client
+can be guarded (``guarded``): it then sends a write only while its guard allows, as a
+daemon's writes are allowed only while it leads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +67,14 @@ def connect(context: str | None, kubeconfig: Path | None = None) -> KubeClient:
 
 
 class _Discovery:
-    """The API's discovery, made once and shared by a client and its siblings."""
+    """The API's discovery, made once and shared by a client and its siblings, and the count
+    of requests they sent."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.dynamic: DynamicClient | None = None
+        self.requests = 0
+        self.counting = threading.Lock()
 
 
 class KubeClient:
@@ -102,6 +107,15 @@ class KubeClient:
         self.writes += 1
 
     @property
+    def requests(self) -> int:
+        """API requests sent by this client and its siblings (discovery included)."""
+        return self._discovery.requests
+
+    def _count(self) -> None:
+        with self._discovery.counting:
+            self._discovery.requests += 1
+
+    @property
     def host(self) -> str:
         return str(self.api.configuration.host)
 
@@ -129,6 +143,7 @@ class KubeClient:
                         "registered?); try again")
 
     def _call(self, action: Any) -> Any:
+        self._count()
         try:
             return action()
         except DynamicApiError as exc:
@@ -139,26 +154,56 @@ class KubeClient:
             raise Unreachable(f"cannot reach the API server at {self.host}: "
                               f"{type(exc).__name__}") from None
 
+    def _json(self, action: Any) -> dict[str, Any]:
+        """``action``'s answer (a dynamic client call made with ``serialize=False``) as JSON."""
+        response = self._call(action)
+        try:
+            found = json.loads(response.data)
+        except (TypeError, ValueError) as exc:
+            raise KubeError(f"the API server at {self.host} sent an answer that is not JSON: "
+                            f"{exc}") from None
+        if not isinstance(found, dict):
+            raise KubeError(f"the API server at {self.host} sent an unexpected answer")
+        return found
+
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
         resource = self._resource(ref.api_version, ref.kind)
         try:
-            found = self._call(lambda: resource.get(name=ref.name, namespace=ref.namespace or None,
-                                                    _request_timeout=self.timeout))
+            return self._json(lambda: resource.get(
+                name=ref.name, namespace=ref.namespace or None, serialize=False,
+                _request_timeout=self.timeout))
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
-        return dict(found.to_dict())
 
     def list_objects(self, api_version: str, kind: str, namespace: str,
                      label_selector: str = "") -> list[dict[str, Any]]:
         """The objects of a kind in ``namespace`` (none if it does not exist) that match
         ``label_selector``."""
+        return [item for page in self.list_pages(api_version, kind, namespace, label_selector)
+                for item in page]
+
+    def list_pages(self, api_version: str, kind: str, namespace: str | None,
+                   label_selector: str = "", limit: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """The objects of a kind that match ``label_selector``, in ``namespace`` or, with
+        None, in every namespace, a page of at most ``limit`` at a time (so a caller that
+        keeps only a summary of each never holds them all). Each object carries its
+        ``apiVersion`` and ``kind``, as a GET's answer does."""
         resource = self._resource(api_version, kind)
-        found = self._call(lambda: resource.get(namespace=namespace,
-                                                label_selector=label_selector or None,
-                                                _request_timeout=self.timeout))
-        return [dict(item) for item in found.to_dict().get("items") or []]
+        token: str | None = None
+        while True:
+            page = self._json(lambda at=token: resource.get(
+                namespace=namespace, label_selector=label_selector or None, limit=limit,
+                _continue=at, serialize=False, _request_timeout=self.timeout))
+            items = page.get("items") or []
+            for item in items:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+            yield items
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         """One container's log, from the API server's log endpoint (which asks the node)."""
@@ -172,35 +217,34 @@ class KubeClient:
         resource = self._resource(ref.api_version, ref.kind)
         if not dry_run:
             self._write(ref)
-        applied = self._call(lambda: resource.server_side_apply(
+        return self._json(lambda: resource.server_side_apply(
             body=dict(obj), name=ref.name, namespace=ref.namespace or None,
             field_manager=field_manager, force_conflicts=force,
-            dry_run="All" if dry_run else None, _request_timeout=self.timeout))
-        return dict(applied.to_dict())
+            dry_run="All" if dry_run else None, serialize=False, _request_timeout=self.timeout))
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         ref = ObjectRef.of(obj)
         resource = self._resource(ref.api_version, ref.kind)
         self._write(ref)
-        return dict(self._call(lambda: resource.create(
-            body=dict(obj), namespace=ref.namespace or None,
-            _request_timeout=self.timeout)).to_dict())
+        return self._json(lambda: resource.create(
+            body=dict(obj), namespace=ref.namespace or None, serialize=False,
+            _request_timeout=self.timeout))
 
     def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Update with optimistic concurrency: fails with 409 if resourceVersion moved."""
         ref = ObjectRef.of(obj)
         resource = self._resource(ref.api_version, ref.kind)
         self._write(ref)
-        return dict(self._call(lambda: resource.replace(
-            body=dict(obj), name=ref.name, namespace=ref.namespace or None,
-            _request_timeout=self.timeout)).to_dict())
+        return self._json(lambda: resource.replace(
+            body=dict(obj), name=ref.name, namespace=ref.namespace or None, serialize=False,
+            _request_timeout=self.timeout))
 
     def delete(self, ref: ObjectRef) -> None:
         resource = self._resource(ref.api_version, ref.kind)
         self._write(ref)
         self._call(lambda: resource.delete(name=ref.name, namespace=ref.namespace or None,
                                            propagation_policy="Background",
-                                           _request_timeout=self.timeout))
+                                           serialize=False, _request_timeout=self.timeout))
 
 
 def _message(exc: Any) -> str:
