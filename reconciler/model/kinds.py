@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from reconciler.errors import Problem, ReconcilerError
@@ -390,15 +391,28 @@ class State:
     def component_pipeline(self, component: Component) -> str:
         return component.pipeline or self.project_pipelines(component.project)[0]
 
+    @cached_property
+    def _releases_by_environment(self) -> dict[str, tuple[Release, ...]]:
+        """Each environment's releases in release order, sorted once (the state is frozen)."""
+        found: dict[str, list[Release]] = {}
+        for key, release in sorted(self.releases.items(), key=_release_order):
+            found.setdefault(key[0], []).append(release)
+        return {name: tuple(releases) for name, releases in found.items()}
+
+    @cached_property
+    def _lines(self) -> dict[tuple[str, str, str], dict[str, Release]]:
+        found: dict[tuple[str, str, str], list[Release]] = {}
+        for (environment, project, component, _), release in self.releases.items():
+            found.setdefault((environment, project, component), []).append(release)
+        return {key: {r.major: r for r in sorted(releases, key=lambda r: major_order(r.major))}
+                for key, releases in found.items()}
+
     def releases_in(self, environment: str) -> list[Release]:
-        return [r for key, r in sorted(self.releases.items(), key=_release_order)
-                if key[0] == environment]
+        return list(self._releases_by_environment.get(environment, ()))
 
     def lines(self, environment: str, project: str, component: str) -> dict[str, Release]:
         """The releases of a component in an environment, by API major, in major order."""
-        found = [r for (e, p, c, _), r in self.releases.items()
-                 if (e, p, c) == (environment, project, component)]
-        return {r.major: r for r in sorted(found, key=lambda r: major_order(r.major))}
+        return dict(self._lines.get((environment, project, component), {}))
 
     def line_suffix(self, environment: str, project: str, component: str, api_major: str) -> str:
         """What the objects and addresses of a release line carry: the major while the
