@@ -133,6 +133,7 @@ class _Renderer:
         self.decrypt = decrypt
         self.templates = Templates(state.templates)
         self.problems: list[Problem] = []
+        self._namespaces: dict[str, list[str]] = {}
 
     def namespace(self, environment: str, project: str) -> list[Object]:
         namespace = namespace_name(project, environment)
@@ -257,8 +258,10 @@ class _Renderer:
 
     def _environment_namespaces(self, environment: str) -> list[str]:
         """The namespaces of every project released in ``environment``, by name."""
-        return sorted({namespace_name(r.project, environment)
-                       for r in self.state.releases_in(environment)})
+        if environment not in self._namespaces:
+            self._namespaces[environment] = sorted({
+                namespace_name(r.project, environment) for r in self.state.releases_in(environment)})
+        return list(self._namespaces[environment])
 
     def _network(self, environment: str) -> dict[str, Any]:
         cluster = self.cluster
