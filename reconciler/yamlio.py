@@ -76,15 +76,29 @@ _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 @dataclass(frozen=True)
 class Document:
-    """A parsed state file: plain data plus the node tree that knows line numbers."""
+    """A parsed state file: plain data, and its bytes to find a value's line from.
+
+    The node tree that knows lines is built again only when a line is asked for (a problem
+    to report), so documents kept from a cache, and a loaded state, stay small.
+    """
 
     path: str
     data: dict[str, Any]
-    tree: MappingNode
+    source: bytes
+
+    @functools.cached_property
+    def _tree(self) -> Node | None:
+        try:
+            nodes = pyyaml.compose_all(self.source.decode("utf-8"), Loader=_Yaml12Loader)
+            return next((n for n in nodes if isinstance(n, MappingNode)), None)
+        except (pyyaml.YAMLError, UnicodeDecodeError):
+            return None
 
     def line_of(self, where: JsonPath) -> int:
         """The 1-based line of the deepest node of ``where`` that exists in the file."""
-        node: Node = self.tree
+        node = self._tree
+        if node is None:
+            return 0
         line = node.start_mark.line + 1
         for step in where:
             if isinstance(node, MappingNode):
@@ -138,7 +152,7 @@ def load_state_file(path: str, content: bytes) -> Document:
     if not isinstance(tree, MappingNode):
         raise YamlFileError("file must hold a YAML mapping", path, tree.start_mark.line + 1)
     data = _Converter(path).convert(tree)
-    return Document(path, data, tree)
+    return Document(path, data, content)
 
 
 def _marked_error(path: str, text: str, exc: pyyaml.MarkedYAMLError) -> YamlFileError:

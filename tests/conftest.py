@@ -376,3 +376,11 @@ def record_healthy(clone_path: Path, environment: str = "development",
             assert record is not None
             records[f"{release.ref}@{line}"] = record
         publish_records(clone_path, cluster, records, f"verify {environment} on {cluster}")
+
+
+@pytest.fixture(autouse=True)
+def render_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own cache folder, so no test reads another's or the user's cache."""
+    folder = tmp_path / "reconciler-cache"
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(folder))
+    return folder

@@ -3,6 +3,7 @@ state, running a write, printing rows, mapping expected errors to exit codes."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from reconciler import __version__, sops
+from reconciler.cache import Cache
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, head_revision, is_dirty
 from reconciler.load.loader import load_state
@@ -39,8 +41,29 @@ KUBECONFIG = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_t
                                "context is the cluster file's `context`.")
 
 
+COMMAND_MODULES = {
+    "apply": "clusters", "diff": "clusters", "run": "clusters",
+    "audit": "views", "history": "views", "status": "views",
+    "build": "releases", "deploy": "releases", "promote": "releases", "retire": "releases",
+    "rollback": "releases",
+    "codeowners": "repo", "init": "repo", "render": "repo", "validate": "repo",
+    "config": "config", "marketplace": "marketplace", "secret": "secrets", "task": "tasks",
+}
+"""Which module of reconciler.cli defines each command: imported only when it runs, so
+`reconciler render` does not pay for the Kubernetes client."""
+
+
 class _Group(click.Group):
-    """Turns every expected error into ``error: ...`` lines on stderr and its exit code."""
+    """Turns every expected error into ``error: ...`` lines on stderr and its exit code;
+    imports a command's module when the command is asked for."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"reconciler.cli.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -88,7 +111,11 @@ def reader(ctx: click.Context) -> TreeReader:
 
 
 def state_of(ctx: click.Context) -> State:
-    return load_state(reader(ctx))
+    cache = Cache.at_home("state")
+    try:
+        return load_state(reader(ctx), cache)
+    finally:
+        cache.save()
 
 
 def revision_of(ctx: click.Context) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from reconciler.cache import Cache
 from reconciler.cli.base import (
     cli,
     decryptor,
@@ -22,7 +23,6 @@ from reconciler.operations.codeowners import codeowners
 from reconciler.operations.init import default_demo_key, init_state_repo
 from reconciler.render.engine import render_environment
 from reconciler.render.output import write_tree
-from reconciler.yamlio import dump_manifests
 
 
 @cli.command()
@@ -104,16 +104,19 @@ def render(ctx: click.Context, environment: str, project: str | None, component:
     if component is not None and project is None:
         raise UsageError("--component needs --project")
     state = state_of(ctx)
+    cache = Cache.at_home("render")
     rendered = render_environment(state, environment, project=project, component=component,
                                   cluster=cluster,
-                                  decrypt=decryptor(ctx, environment) if reveal_secrets else None)
+                                  decrypt=decryptor(ctx, environment) if reveal_secrets else None,
+                                  cache=cache)
+    cache.save()
     if out is not None:
         count = write_tree(out, rendered)
         click.echo(f"wrote {count} objects to {out}")
         return
     output = output_of(ctx, "yaml")
     if output == "yaml":
-        click.echo(dump_manifests(rendered.objects), nl=False)
+        click.echo(rendered.manifests(), nl=False)
     elif output == "json":
         click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": rendered.objects},
                               indent=2))

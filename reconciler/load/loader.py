@@ -9,9 +9,11 @@ the commit it was made from give identical results.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.cache import Cache, code_fingerprint, key_of
 from reconciler.errors import InvalidState, Problem, ReconcilerError
 from reconciler.load import parse, schemas
 from reconciler.load.readers import TreeReader
@@ -27,28 +29,39 @@ from reconciler.model.paths import (
 )
 from reconciler.yamlio import MAX_FILE_BYTES, Document, load_state_file
 
+_log = logging.getLogger(__name__)
 
-def load_state(reader: TreeReader) -> State:
-    """The whole state at the reader's revision, or ``InvalidState`` listing every problem."""
-    state, problems = load_state_and_problems(reader)
+
+def load_state(reader: TreeReader, cache: Cache | None = None) -> State:
+    """The whole state at the reader's revision, or ``InvalidState`` listing every problem.
+
+    ``cache`` keeps each valid file's parsed data by its bytes, so the next load parses and
+    checks only the files that changed (its caller saves it)."""
+    state, problems = load_state_and_problems(reader, cache)
     if problems:
         raise InvalidState(problems)
     return state
 
 
-def load_state_and_problems(reader: TreeReader) -> tuple[State, tuple[Problem, ...]]:
+def load_state_and_problems(
+    reader: TreeReader, cache: Cache | None = None,
+) -> tuple[State, tuple[Problem, ...]]:
     """The state as far as it loads (broken files left out) and every problem; only a
     missing or broken organization.yaml leaves nothing to load (``InvalidState``)."""
-    loader = _Loader(reader)
+    loader = _Loader(reader, cache if cache is not None else Cache("state"))
     state = loader.load()
+    _log.debug("state files: %d parsed, %d from the cache", loader.parsed, loader.cached)
     problems = tuple(sorted(set(loader.problems)))
     notices = tuple(sorted(set(loader.notices)))
     return dataclasses.replace(state, problems=problems, notices=notices), problems
 
 
 class _Loader:
-    def __init__(self, reader: TreeReader) -> None:
+    def __init__(self, reader: TreeReader, cache: Cache) -> None:
         self.reader = reader
+        self.cache = cache
+        self.salt = code_fingerprint()
+        self.parsed = self.cached = 0
         self.problems: list[Problem] = []
         self.notices: list[Problem] = []
         self.documents: dict[str, Document] = {}
@@ -121,8 +134,16 @@ class _Loader:
             return None
 
     def _parse(self, path: str, kind: str) -> Document | None:
+        content = self.reader.read(path, MAX_FILE_BYTES)
+        key = key_of(self.salt, kind, content)
+        data = self.cache.get(key)
+        if isinstance(data, dict):
+            self.cached += 1
+            document = self.documents[path] = Document(path, data, content)
+            return document
+        self.parsed += 1
         try:
-            document = load_state_file(path, self.reader.read(path, MAX_FILE_BYTES))
+            document = load_state_file(path, content)
         except ReconcilerError as exc:
             self.problems.extend(exc.problems)
             return None
@@ -133,7 +154,10 @@ class _Loader:
             return None
         found = schemas.validate(document, kind)
         self.problems.extend(found)
-        return None if found else document
+        if found:
+            return None
+        self.cache.put(key, document.data)
+        return document
 
     def _build(
         self, valid: list[tuple[str, str, tuple[str, ...]]], files: frozenset[str],

@@ -41,19 +41,28 @@ class WorkTree:
         return self._revision
 
     def entries(self) -> Iterable[tuple[str, bool]]:
-        for folder, dirs, files in os.walk(self.root):
-            relative = Path(folder).relative_to(self.root).as_posix()
-            prefix = "" if relative == "." else relative + "/"
-            if not prefix:
-                dirs[:] = [d for d in dirs if d != ".git"]
-            for name in sorted(dirs):
-                if os.path.islink(os.path.join(folder, name)):
-                    yield prefix + name, True
-            for name in sorted(files):
-                yield prefix + name, os.path.islink(os.path.join(folder, name))
+        """Folder by folder from the root, each folder's entries by name (as os.walk, but
+        one directory read per folder and no stat per file)."""
+        pending = [""]
+        root = str(self.root)
+        while pending:
+            prefix = pending.pop(0)
+            with os.scandir(os.path.join(root, prefix) if prefix else root) as scan:
+                found = sorted(scan, key=lambda entry: entry.name)
+            folders = []
+            for entry in found:
+                if entry.is_dir(follow_symlinks=False):
+                    if prefix or entry.name != ".git":
+                        folders.append(prefix + entry.name + "/")
+                elif entry.is_symlink() and entry.is_dir():
+                    yield prefix + entry.name, True
+            for entry in found:
+                if not entry.is_dir():
+                    yield prefix + entry.name, entry.is_symlink()
+            pending[:0] = folders
 
     def read(self, path: str, limit: int) -> bytes:
-        with open(self.root / path, "rb") as handle:
+        with open(os.path.join(self.root, path), "rb") as handle:
             return handle.read(limit + 1)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.cache import Cache, code_fingerprint, key_of
 from reconciler.errors import InvalidState, Problem
 from reconciler.model.kinds import (
     KIND_ORDER,
@@ -38,7 +39,7 @@ from reconciler.model.names import (
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
 from reconciler.resolve import DesiredRelease, resolve_environment, url_port
-from reconciler.yamlio import ManifestError, load_manifests
+from reconciler.yamlio import ManifestError, dump_documents, join_documents, load_manifests
 
 MASK = "++++++++"
 """Stands in for every secret value unless secrets are revealed."""
@@ -66,11 +67,21 @@ def sort_key(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
 
 @dataclass(frozen=True)
 class Rendered:
-    """One environment's objects, sorted, and what they were rendered from."""
+    """One environment's objects, sorted, each with its YAML document, and what they were
+    rendered from."""
 
     environment: str
     revision: str
     objects: tuple[Object, ...]
+    documents: tuple[str, ...]
+    units_rendered: int = 0
+    """Template folders (a release's or a namespace's) rendered by Jinja this time."""
+    units_cached: int = 0
+    """Template folders whose objects came from the render cache."""
+
+    def manifests(self) -> str:
+        """The objects as one YAML stream."""
+        return join_documents(self.documents)
 
 
 def render_environment(
@@ -81,11 +92,18 @@ def render_environment(
     component: str | None = None,
     cluster: str | None = None,
     decrypt: Decrypt | None = None,
+    cache: Cache | None = None,
 ) -> Rendered:
-    """Every object of one environment, or ``InvalidState`` listing every problem."""
+    """Every object of one environment, or ``InvalidState`` listing every problem.
+
+    ``cache`` keeps each release's objects by a hash of everything they are rendered from
+    (its template context, the repo's templates, this installation's code), so the next
+    render runs templates only for what changed; the caller saves it. Releases rendered
+    with decrypted secrets are never cached.
+    """
     releases = resolve_environment(state, environment, project, component)
     target = _cluster(state, environment, cluster)
-    renderer = _Renderer(state, target, decrypt)
+    renderer = _Renderer(state, target, decrypt, cache)
     objects: list[Object] = []
     for namespace_project in sorted({r.project for r in releases}):
         objects.extend(renderer.namespace(environment, namespace_project))
@@ -94,7 +112,10 @@ def render_environment(
     renderer.check_unique(objects)
     if renderer.problems:
         raise InvalidState(renderer.problems)
-    return Rendered(environment, state.revision, tuple(sorted(objects, key=sort_key)))
+    objects.sort(key=sort_key)
+    documents = renderer.documents_of(objects)
+    return Rendered(environment, state.revision, tuple(objects), tuple(documents),
+                    renderer.units_rendered, renderer.units_cached)
 
 
 def _cluster(state: State, environment: str, name: str | None) -> Cluster | None:
@@ -125,7 +146,8 @@ def release_id(desired: DesiredRelease, template_fingerprint: str) -> str:
 
 
 class _Renderer:
-    def __init__(self, state: State, cluster: Cluster | None, decrypt: Decrypt | None) -> None:
+    def __init__(self, state: State, cluster: Cluster | None, decrypt: Decrypt | None,
+                 cache: Cache | None) -> None:
         self.state = state
         self.cluster = cluster
         """The cluster rendered for; without one, the environment's first cluster's network
@@ -134,6 +156,33 @@ class _Renderer:
         self.templates = Templates(state.templates)
         self.problems: list[Problem] = []
         self._namespaces: dict[str, list[str]] = {}
+        self.cache = cache
+        self.salt = key_of(code_fingerprint(), json.dumps(sorted(state.templates.items())))
+        self.units_rendered = self.units_cached = 0
+        self._cached_documents: dict[int, str] = {}
+        """Documents of objects from the cache, by id() of the object (alive in the render)."""
+        self._to_cache: list[tuple[str, list[Object]]] = []
+
+    def documents_of(self, objects: list[Object]) -> list[str]:
+        """Every object's YAML document; newly rendered units go into the cache."""
+        cached = self._cached_documents
+        missing = [obj for obj in objects if id(obj) not in cached]
+        dumped = dict(zip(map(id, missing), dump_documents(missing), strict=True))
+        if self.cache is not None:
+            for key, unit in self._to_cache:
+                self.cache.put(key, (unit, [dumped[id(obj)] for obj in unit]))
+        return [cached[id(obj)] if id(obj) in cached else dumped[id(obj)] for obj in objects]
+
+    def _unit_key(self, folder: str, context: Mapping[str, Any], namespace: str,
+                  labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
+        if self.cache is None or (self.decrypt is not None and context.get("secret")):
+            return None  # decrypted values never leave memory
+        try:
+            encoded = json.dumps([folder, context, namespace, labels, annotations],
+                                 sort_keys=True, separators=(",", ":"), default=_not_plain)
+        except (TypeError, ValueError):
+            return None
+        return key_of(self.salt, encoded)
 
     def namespace(self, environment: str, project: str) -> list[Object]:
         namespace = namespace_name(project, environment)
@@ -310,6 +359,23 @@ class _Renderer:
 
     def _render_folder(self, folder: str, context: Mapping[str, Any], namespace: str,
                        labels: Mapping[str, str], annotations: Mapping[str, str]) -> list[Object]:
+        key = self._unit_key(folder, context, namespace, labels, annotations)
+        hit = self.cache.get(key) if key is not None and self.cache is not None else None
+        if hit is not None:
+            objects, documents = hit
+            self.units_cached += 1
+            self._cached_documents.update(zip(map(id, objects), documents, strict=True))
+            return list(objects)
+        self.units_rendered += 1
+        problems = len(self.problems)
+        objects = self._render_templates(folder, context, namespace, labels, annotations)
+        if key is not None and len(self.problems) == problems:
+            self._to_cache.append((key, objects))
+        return objects
+
+    def _render_templates(self, folder: str, context: Mapping[str, Any], namespace: str,
+                          labels: Mapping[str, str], annotations: Mapping[str, str],
+                          ) -> list[Object]:
         objects: list[Object] = []
         for name in self.templates.names(folder):
             for obj in self._render_one(name, context):
@@ -380,6 +446,10 @@ def _describe(obj: Object) -> str:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0]
+
+
+def _not_plain(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not plain data")
 
 
 def _short_hash(content: object) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 from reconciler.render.engine import Rendered
-from reconciler.yamlio import dump_manifests
 
 MARKER = ".reconciler-render"
 CLUSTER_SCOPED = "_cluster"
@@ -36,7 +35,8 @@ def write_tree(out: Path, rendered: Rendered) -> int:
 
 def _write_tree(out: Path, rendered: Rendered) -> int:
     previous = _previous_files(out)
-    files = {object_path(obj): dump_manifests([obj]) for obj in rendered.objects}
+    files = {object_path(obj): document
+             for obj, document in zip(rendered.objects, rendered.documents, strict=True)}
     for relative in previous:
         (out / relative).unlink(missing_ok=True)
     for folder in sorted({(out / relative).parent for relative in previous}, reverse=True):
