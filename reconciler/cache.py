@@ -111,6 +111,12 @@ class Cache:
             self._used[key] = encoded
             self._added += 1
 
+    def forget_unused(self) -> None:
+        """Keep only what was asked for or added since the last call, so a cache that lives
+        as long as the daemon stays the size of one load or render."""
+        self._entries = self._used
+        self._used = {}
+
     def save(self) -> None:
         """Write the pack if anything was added: this run's entries first, then the older
         ones while the pack stays under ``MAX_PACK_BYTES``. Failures leave it in memory."""

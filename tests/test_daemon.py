@@ -131,6 +131,28 @@ def test_the_webhook_makes_the_daemon_fetch_and_apply_at_once(
     assert running.metric("reconciler_leader") == 1
 
 
+def test_a_new_commit_runs_the_templates_only_of_the_release_it_changed(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running],
+        tmp_path: Path) -> None:
+    remote, follower = remote_and_follower(committed, tmp_path)
+    running = daemons(follower, committed, api_client)
+    applied(api_client, committed, commit_of(committed.repo), "the first commit applied")
+    label = f'environment="{committed.name}",source='
+    first = running.metric("reconciler_render_units_total", label + '"templates"')
+    assert first > 5 and running.metric("reconciler_render_units_total", label + '"reused"') == 0
+    writer = clone(remote, tmp_path / "writer")
+    scale_catalog(writer, 3)
+    commit_and_push(writer, "scale catalog")
+    assert running.hook() == 202
+    applied(api_client, committed, commit_of(writer), "the one-component commit applied")
+    assert running.metric("reconciler_render_units_total", label + '"templates"') == first + 4, \
+        "catalog's two template folders (component/ and its type's) ran again, and checkout's, " \
+        "whose decrypted secret is never kept; nothing else"
+    assert running.metric("reconciler_render_units_total", label + '"reused"') == first - 4
+    assert kubernetes.client.AppsV1Api(api_client).read_namespaced_deployment(
+        "catalog", committed.shop()).spec.replicas == 3
+
+
 def test_a_local_repo_is_applied_when_its_refs_change(committed: LiveEnv, api_client: ApiClient,
                                                       daemons: Callable[..., Running]) -> None:
     daemons(committed.repo, committed, api_client)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import sops, tasks
+from reconciler.cache import Cache
 from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, WriteRefused
@@ -77,6 +78,9 @@ class EnvironmentWorker:
         self._rendered: tuple[str, Rendered] | None = None
         """The objects of the commit last rendered: a drift check of the same commit reuses
         them instead of rendering again."""
+        self._render_cache = Cache("render")
+        """The last render's template folders, in memory: a new commit runs the templates
+        only of the releases it changed."""
         self._attempted = ""
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -155,7 +159,12 @@ class EnvironmentWorker:
             self._rendered = None  # the previous commit's objects are not kept beside these
             self._rendered = (offer.commit, render_environment(
                 offer.state, self.environment, cluster=self.cluster,
-                decrypt=sops.decryptor(self.decrypt_keys, self.environment)))
+                decrypt=sops.decryptor(self.decrypt_keys, self.environment),
+                cache=self._render_cache))
+            self._render_cache.forget_unused()
+            units = self.metrics.render_units
+            units.labels(self.environment, "templates").inc(self._rendered[1].units_rendered)
+            units.labels(self.environment, "reused").inc(self._rendered[1].units_cached)
         result = apply_environment(
             offer.state, self.environment, self.cluster, self.client,
             decrypt=sops.decryptor(self.decrypt_keys, self.environment),

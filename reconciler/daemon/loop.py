@@ -23,6 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler import __version__
+from reconciler.cache import Cache
 from reconciler.daemon.environment import MAX_BACKOFF, EnvironmentWorker, Offer
 from reconciler.daemon.http import serve
 from reconciler.daemon.metrics import Metrics, log
@@ -81,6 +82,8 @@ class Daemon:
         self.seen_tip = ""
         self._loaded: tuple[str, State, tuple[Problem, ...]] | None = None
         """The last commit loaded and what it held: an unchanged tip is not loaded again."""
+        self._files = Cache("state")
+        """Parsed state files of the last commit loaded, kept in memory only."""
         self.failures = 0
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
@@ -176,8 +179,13 @@ class Daemon:
         return self.interval
 
     def _load(self, commit: str) -> tuple[State, tuple[Problem, ...]]:
+        """The state at ``commit``: the last one again if the tip did not move, else loaded
+        parsing only the files that changed since the previous commit."""
         if self._loaded is None or self._loaded[0] != commit:
-            self._loaded = (commit, *load_state_and_problems(GitTree(self.repo, commit)))
+            self._loaded = None
+            self._loaded = (commit, *load_state_and_problems(GitTree(self.repo, commit),
+                                                             self._files))
+            self._files.forget_unused()
         return self._loaded[1], self._loaded[2]
 
     def _may_write(self) -> bool:

@@ -60,5 +60,10 @@ class Metrics:
             "reconciler_task_last_success_timestamp_seconds",
             "When the task's newest recorded successful execution ended (Unix time): alert "
             "on a task that stopped succeeding", [*labels, "task"], registry=self.registry)
+        self.render_units = prometheus_client.Counter(
+            "reconciler_render_units_total",
+            "Template folders (a release's or a namespace's) a new commit rendered, by source: "
+            "run through the templates, or reused unchanged from the previous render",
+            [*labels, "source"], registry=self.registry)
         self.leader = prometheus_client.Gauge(
             "reconciler_leader", "1 while this replica holds the lease", registry=self.registry)

@@ -77,8 +77,22 @@ class _Discovery:
         self.counting = threading.Lock()
 
 
+POOL_SIZE = 32
+"""Connections kept open to the API server: every worker thread of every environment
+(``ResourceManager.concurrency`` each) reuses one instead of opening a new one per request."""
+
+
+def _widen_pool(api: kubernetes.client.ApiClient) -> None:
+    manager = getattr(getattr(api, "rest_client", None), "pool_manager", None)
+    settings = getattr(manager, "connection_pool_kw", None)
+    if isinstance(settings, dict) and settings.get("maxsize", 0) < POOL_SIZE:
+        settings["maxsize"] = POOL_SIZE
+        manager.clear()  # type: ignore[union-attr]  # pools made before take the new size
+
+
 class KubeClient:
     def __init__(self, api: kubernetes.client.ApiClient, timeout: float = 30) -> None:
+        _widen_pool(api)
         self.api = api
         self.timeout = timeout
         self._discovery = _Discovery()
