@@ -26,6 +26,7 @@ from reconciler.kube.manager import (
     ResourceManager,
     comparable,
 )
+from reconciler.kube.watch import LiveCache
 from reconciler.load.verifications import line_records, publish_records, read_records
 from reconciler.model.kinds import TASK_TYPES, Release, State
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name, workload_name
@@ -78,9 +79,10 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
                       dry_run: bool = False, wait: bool = False, timeout: float = 300,
                       force_conflicts: bool = False,
                       cancelled: Callable[[], bool] = lambda: False,
-                      rendered: Rendered | None = None) -> Result:
+                      rendered: Rendered | None = None, live: LiveCache | None = None) -> Result:
     """Render ``environment`` for ``cluster`` (or take ``rendered``, its render at this
-    state), apply it, prune what left it, and optionally wait for health."""
+    state), apply it, prune what left it, and optionally wait for health. ``live``: read
+    the live objects from this watch cache instead of listing them."""
     if rendered is None:
         rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt)
     objects = list(rendered.objects)
@@ -92,7 +94,7 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
                               f"all {len(previous)} objects applied before (an empty or broken "
                               "render?); use --allow-empty if that is what you want; nothing "
                               "was applied")
-    manager = ResourceManager(client, force_conflicts=force_conflicts)
+    manager = ResourceManager(client, force_conflicts=force_conflicts, live=live)
     if not dry_run:
         ensure_system_namespace(client)
     changes = manager.apply(objects, dry_run)

@@ -2,13 +2,15 @@
 nothing; a changed object costs at most a dry-run and a PATCH; and the shortcut that decides
 "unchanged" without asking object by object still sees every drift another field manager
 makes (kubectl scale, kubectl edit, kubectl label), an object deleted by hand, and a desired
-change."""
+change. The daemon reads live objects from a watch cache instead: then a no-op sends no LIST at
+all, and the same drifts are seen as soon as their watch event arrives."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
@@ -17,12 +19,14 @@ from kubernetes.client import ApiClient
 
 from reconciler.git.store import head_revision
 from reconciler.kube.client import KubeClient
+from reconciler.kube.manager import live_cache
+from reconciler.kube.watch import LiveCache
 from reconciler.load.loader import load_state
 from reconciler.load.readers import WorkTree
 from reconciler.reconcile import Result, apply_environment
 from reconciler.render.engine import render_environment
 
-from conftest import LiveEnv, controlplane_module, edit
+from conftest import LiveEnv, controlplane_module, edit, wait_for
 
 CLUSTER = "nonprod-eu"
 BOOKKEEPING = 4
@@ -43,14 +47,37 @@ def kubectl(binary: Path, live: LiveEnv, *args: str, editor: str = "") -> None:
     assert done.returncode == 0, done.stderr
 
 
-def apply(live: LiveEnv, api_client: ApiClient, force: bool = False) -> tuple[Result, KubeClient]:
-    """One apply of the live environment as the CLI makes it, through a client of its own."""
+def apply(live: LiveEnv, api_client: ApiClient, force: bool = False,
+          cache: LiveCache | None = None) -> tuple[Result, KubeClient]:
+    """One apply of the live environment as the CLI makes it (or, with ``cache``, as the
+    daemon does), through a client of its own."""
     head = head_revision(live.repo)
     state = load_state(WorkTree(live.repo, f"{head}-dirty"))
     client = KubeClient(api_client)
     result = apply_environment(state, live.name, CLUSTER, client, decrypt=live.decrypt(),
-                               force_conflicts=force)
+                               force_conflicts=force, live=cache)
     return result, client
+
+
+@pytest.fixture
+def watch_cache(api_client: ApiClient) -> Iterator[LiveCache]:
+    cache = live_cache(KubeClient(api_client))
+    yield cache
+    cache.stop()
+
+
+def until_seen(live: LiveEnv, api_client: ApiClient, cache: LiveCache,
+               expected: dict[str, str]) -> Result:
+    """Passes of the daemon's kind until one makes ``expected`` (the watch event of a drift
+    arrives a moment after the drift)."""
+    seen: list[Result] = []
+
+    def applied_as_expected() -> bool:
+        seen.append(apply(live, api_client, force=True, cache=cache)[0])
+        return actions(seen[-1]) == expected
+
+    wait_for(applied_as_expected, f"{expected} seen through the watch cache", timeout=30)
+    return seen[-1]
 
 
 def kinds(live: LiveEnv) -> int:
@@ -152,3 +179,38 @@ def test_an_object_that_lost_our_labels_is_configured_not_created(
     service = kubernetes.client.CoreV1Api(api_client).read_namespaced_service(
         "catalog-api", live.shop())
     assert service.metadata.labels["app.kubernetes.io/managed-by"] == "reconciler"
+
+
+def test_with_the_watch_cache_a_no_op_sends_no_list_and_writes_nothing(
+        live: LiveEnv, api_client: ApiClient, watch_cache: LiveCache) -> None:
+    assert live.apply().exit_code == 0
+    first, _ = apply(live, api_client, cache=watch_cache)
+    assert {c.action for c in first.changes} == {"unchanged"}
+    result, client = apply(live, api_client, cache=watch_cache)
+    assert {c.action for c in result.changes} == {"unchanged"}
+    assert client.writes == 0
+    assert client.requests <= BOOKKEEPING, "no LIST: every kind is read from the watches"
+
+
+@pytest.mark.parametrize("drift", ["kubectl scale", "kubectl label", "kubectl delete"])
+def test_with_the_watch_cache_drift_is_still_seen_and_healed(
+        drift: str, live: LiveEnv, api_client: ApiClient, kubectl_bin: Path,
+        watch_cache: LiveCache) -> None:
+    assert live.apply().exit_code == 0
+    apply(live, api_client, cache=watch_cache)
+    apps = kubernetes.client.AppsV1Api(api_client)
+    if drift == "kubectl scale":
+        kubectl(kubectl_bin, live, "scale", "deployment/catalog", "--replicas=3")
+        expected = {"Deployment/catalog": "configured"}
+    elif drift == "kubectl label":
+        kubectl(kubectl_bin, live, "label", "deployment/catalog", "--overwrite",
+                "app.kubernetes.io/part-of=elsewhere")
+        expected = {"Deployment/catalog": "configured"}
+    else:
+        kubectl(kubectl_bin, live, "delete", "service", "catalog-api", "--wait=true")
+        expected = {"Service/catalog-api": "created"}
+    until_seen(live, api_client, watch_cache, expected)
+    healed = apps.read_namespaced_deployment("catalog", live.shop())
+    assert healed.spec.replicas == 1
+    assert healed.metadata.labels["app.kubernetes.io/part-of"] == "shop"
+    kubernetes.client.CoreV1Api(api_client).read_namespaced_service("catalog-api", live.shop())

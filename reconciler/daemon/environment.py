@@ -22,6 +22,7 @@ from reconciler.cache import Cache
 from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, WriteRefused
+from reconciler.kube.watch import LiveCache
 from reconciler.model.kinds import TASK_TYPES, State
 from reconciler.model.names import MANAGED_BY
 from reconciler.reconcile import (
@@ -53,8 +54,10 @@ class EnvironmentWorker:
 
     def __init__(self, environment: str, cluster: str, client: KubeClient,
                  decrypt_keys: Callable[[], Any], metrics: Metrics, wait_timeout: float,
-                 may_write: Callable[[], bool], repo: Path, interval: float) -> None:
+                 may_write: Callable[[], bool], repo: Path, interval: float,
+                 live: LiveCache | None = None) -> None:
         self.repo = repo
+        self.live = live
         self.interval = interval
         """A drift check runs this long after the end of the previous pass."""
         """The state repo: verification records are published through its origin."""
@@ -170,7 +173,7 @@ class EnvironmentWorker:
             decrypt=sops.decryptor(self.decrypt_keys, self.environment),
             wait=new_commit or not self.healthy, timeout=self.wait_timeout,
             force_conflicts=True, cancelled=lambda: self._superseded(offer.commit),
-            rendered=self._rendered[1])
+            rendered=self._rendered[1], live=self.live)
         self._observe(offer.commit, result, new_commit, time.monotonic() - started)
         if result.health and not self._superseded(offer.commit):
             self.healthy = self._verify(offer, result) and \

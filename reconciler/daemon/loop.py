@@ -31,6 +31,7 @@ from reconciler.errors import Problem, ReconcilerError
 from reconciler.git.store import GitTree, follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
+from reconciler.kube.manager import live_cache
 from reconciler.load.loader import load_state_and_problems
 from reconciler.model.kinds import State
 from reconciler.model.paths import classify
@@ -92,6 +93,8 @@ class Daemon:
                                        self.identity, duration, renew_deadline, retry_period)
         self.writer = self.client.guarded(self._may_write)
         """Every write but the Lease's goes through this: none is sent unless leading."""
+        self.live = live_cache(self.client)
+        """Watches of the kinds applied: a drift check reads live objects from memory."""
 
     # --- the loop ---
 
@@ -109,6 +112,7 @@ class Daemon:
             if observer is not None:
                 observer.stop()
             self.stopping.set()
+            self.live.stop()
             for worker in self.workers.values():
                 worker.stop()
             for worker in self.workers.values():
@@ -172,7 +176,7 @@ class Daemon:
             if environment not in self.workers:
                 self.workers[environment] = EnvironmentWorker(
                     environment, self.cluster, self.writer, self.decrypt_keys, self.metrics,
-                    self.wait_timeout, self._may_write, self.repo, self.interval)
+                    self.wait_timeout, self._may_write, self.repo, self.interval, self.live)
             self.workers[environment].offer(
                 Offer(commit, state, tuple(by_environment.get(environment, ()))))
         self.ready.set()

@@ -10,8 +10,10 @@ daemon's writes are allowed only while it leads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -204,8 +206,17 @@ class KubeClient:
         None, in every namespace, a page of at most ``limit`` at a time (so a caller that
         keeps only a summary of each never holds them all). Each object carries its
         ``apiVersion`` and ``kind``, as a GET's answer does."""
+        for items, _ in self.snapshot_pages(api_version, kind, namespace, label_selector, limit):
+            yield items
+
+    def snapshot_pages(self, api_version: str, kind: str, namespace: str | None,
+                       label_selector: str = "", limit: int = 500,
+                       ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        """``list_pages``, each page with the resourceVersion of the list (the same on every
+        page): a watch from it misses nothing that changed after."""
         resource = self._resource(api_version, kind)
         token: str | None = None
+        version = ""
         while True:
             page = self._json(lambda at=token: resource.get(
                 namespace=namespace, label_selector=label_selector or None, limit=limit,
@@ -214,10 +225,24 @@ class KubeClient:
             for item in items:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-            yield items
+            version = version or str((page.get("metadata") or {}).get("resourceVersion") or "")
+            yield items, version
             token = (page.get("metadata") or {}).get("continue") or None
             if token is None:
                 return
+
+    def watch(self, api_version: str, kind: str, namespace: str | None, label_selector: str,
+              resource_version: str, seconds: int) -> Watch:
+        """A watch of a kind's changes after ``resource_version``, for at most ``seconds``
+        (the server then ends it): iterate it for events (plain JSON, bookmarks included),
+        ``cancel`` it from any thread to end it early."""
+        resource = self._resource(api_version, kind)
+        response = self._call(lambda: resource.get(
+            namespace=namespace, label_selector=label_selector or None, watch=True,
+            allow_watch_bookmarks=True, resource_version=resource_version,
+            timeout_seconds=seconds, serialize=False, _preload_content=False,
+            _request_timeout=(self.timeout, seconds + self.timeout)))
+        return Watch(getattr(response, "response", response), self)
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         """One container's log, from the API server's log endpoint (which asks the node)."""
@@ -259,6 +284,42 @@ class KubeClient:
         self._call(lambda: resource.delete(name=ref.name, namespace=ref.namespace or None,
                                            propagation_policy="Background",
                                            serialize=False, _request_timeout=self.timeout))
+
+
+class Watch:
+    """The events of one watch request, as plain JSON, one per line of the answer."""
+
+    def __init__(self, response: Any, client: KubeClient) -> None:
+        self.response = response
+        self.client = client
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """Each event and its line as sent (the caller may keep the bytes instead)."""
+        pending = b""
+        try:
+            for chunk in self.response.stream(64 * 1024, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event, line
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
+            raise Unreachable(f"the watch of {self.client.host} ended: "
+                              f"{type(exc).__name__}") from None
+        finally:
+            with contextlib.suppress(Exception):  # closing what may be closed already
+                self.response.close()
+
+    def cancel(self) -> None:
+        """End the watch from another thread: its reader sees the connection end."""
+        connection = getattr(self.response, "connection", None) or \
+            getattr(self.response, "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _message(exc: Any) -> str:

@@ -34,6 +34,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, KubeError
 from reconciler.kube.health import Health, health
 from reconciler.kube.inventory import ObjectRef, apply_order
+from reconciler.kube.watch import LiveCache, Scope
 from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, SYSTEM_NAMESPACE
 
 FIELD_MANAGER = "reconciler"
@@ -166,10 +167,20 @@ class _Preview:
         return "unchanged" if comparable(self.merged) == comparable(self.live) else "configured"
 
 
+def live_cache(client: KubeClient, field_manager: str = FIELD_MANAGER) -> LiveCache:
+    """A watch cache that keeps what ``is_fresh`` needs of each object."""
+    return LiveCache(client, lambda obj: (applied_annotation(obj),
+                                          fields_digest(obj, field_manager)))
+
+
 class ResourceManager:
     def __init__(self, client: KubeClient, field_manager: str = FIELD_MANAGER,
-                 force_conflicts: bool = False, concurrency: int = 8) -> None:
+                 force_conflicts: bool = False, concurrency: int = 8,
+                 live: LiveCache | None = None) -> None:
         self.client = client
+        self.live = live
+        """Where live objects are read from without a request, once their kind is synced
+        (else one LIST per kind)."""
         self.field_manager = field_manager
         self.force_conflicts = force_conflicts
         self.concurrency = concurrency
@@ -218,6 +229,19 @@ class ResourceManager:
             found = Observed()
             wanted = {ObjectRef.of(o) for o in by_kind[kind]}
             namespace, selector = list_scope(by_kind[kind])
+            view = self.live.view(Scope(*kind, namespace, selector)) if self.live else None
+            if view is not None:
+                for ref in wanted:
+                    cached = view.get(ref)
+                    if cached is None:
+                        continue
+                    annotation, fields = cached.summary
+                    if ref in digests and fields and annotation == f"{digests[ref]}.{fields}":
+                        found.fresh.add(ref)
+                    else:
+                        found.live[ref] = cached.object()
+                found.listed.add(kind)
+                return found
             try:
                 for page in self.client.list_pages(*kind, namespace, selector):
                     for item in page:
