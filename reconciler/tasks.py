@@ -190,8 +190,53 @@ def record(client: KubeClient, environment: str, component: Component, cluster: 
     live = [followed.get(e.id, e)
             for e in live_executions(client, environment, component, cluster)]
     ref = _record_ref(environment, component)
-    for _ in range(_MAX_WRITE_ATTEMPTS):
-        current = client.get(ref)
+    return _merge_into_record(client, environment, component, cluster, now, live,
+                              client.get(ref), write)
+
+
+def record_environment(client: KubeClient, environment: str, components: Iterable[Component],
+                       cluster: str, now: datetime.datetime) -> list[tuple[Component, Recorded]]:
+    """``record`` for every task of an environment at once, from one LIST of Jobs (and of
+    their Pods, where there are Jobs) per project namespace and one LIST of the records, so a
+    pass costs requests per project, not per task; only records that change are written."""
+    tasks = list(components)
+    by_namespace: dict[str, list[Component]] = {}
+    for component in tasks:
+        by_namespace.setdefault(namespace_name(component.project, environment), []).append(
+            component)
+    live: dict[tuple[str, str], list[Execution]] = {}
+    for namespace, members in by_namespace.items():
+        jobs = client.list_objects("batch/v1", "Job", namespace)
+        pods: dict[str, list[dict[str, Any]]] = {}
+        if jobs:
+            for pod in client.list_objects("v1", "Pod", namespace, executions.CONTROLLER_UID):
+                uid = ((pod.get("metadata") or {}).get("labels") or {}).get(
+                    executions.CONTROLLER_UID)
+                pods.setdefault(str(uid), []).append(pod)
+        for component in members:
+            wanted = {"app.kubernetes.io/name": component.name,
+                      "app.kubernetes.io/part-of": component.project}
+            live[(component.project, component.name)] = [
+                executions.of_job(component.name, job, pods.get(job["metadata"]["uid"], []),
+                                  cluster=cluster)
+                for job in jobs
+                if all(((job.get("metadata") or {}).get("labels") or {}).get(k) == v
+                       for k, v in wanted.items())]
+    records = {item["metadata"]["name"]: item for item in client.list_objects(
+        "v1", "ConfigMap", SYSTEM_NAMESPACE, f"{LABEL_PREFIX}/environment={environment}")}
+    return [(component, _merge_into_record(
+        client, environment, component, cluster, now, live[(component.project, component.name)],
+        records.get(record_name(environment, component))))
+        for component in tasks]
+
+
+def _merge_into_record(client: KubeClient, environment: str, component: Component,
+                       cluster: str, now: datetime.datetime, live: list[Execution],
+                       current: dict[str, Any] | None, write: bool = True) -> Recorded:
+    ref = _record_ref(environment, component)
+    for attempt in range(_MAX_WRITE_ATTEMPTS):
+        if attempt:
+            current = client.get(ref)
         merged, added = executions.merge(executions.decode((current or {}).get("data")),
                                          live, now)
         unchanged = (executions.encode(merged) == current.get("data") if current is not None

@@ -9,8 +9,6 @@ from pathlib import Path
 import click
 
 from reconciler.cli.base import KUBECONFIG, age_keys, cli, decryptor, output_option, print_rows, state_of
-from reconciler.daemon.loop import Daemon
-from reconciler.daemon.metrics import json_logging, log
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow
 from reconciler.kube.client import connect
@@ -90,6 +88,7 @@ def _cluster_context(repo: Path, cluster: str) -> str | None:
     """The kubeconfig context of ``cluster`` from the newest commit that says; a state that
     does not load (or a remote that is down) at start-up does not stop the daemon, which
     then uses the default context (in a pod: its own service account) and keeps trying."""
+    from reconciler.daemon.metrics import log
     try:
         state, problems = load_state_and_problems(GitTree(repo, follow(repo)))
     except ReconcilerError as exc:
@@ -145,6 +144,9 @@ def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
     repo: Path = ctx.obj["repo"]
     if not repo.exists() and clone_from:
         clone_bare(clone_from, repo)
+    from reconciler.daemon.loop import Daemon  # only the daemon pays for its libraries
+    from reconciler.daemon.metrics import json_logging
+
     json_logging()
     context = _cluster_context(repo, cluster)
     daemon = Daemon(repo, cluster, connect(context, kubeconfig), lambda: age_keys(ctx),

@@ -163,7 +163,7 @@ class EnvironmentWorker:
             self._rendered = (offer.commit, render_environment(
                 offer.state, self.environment, cluster=self.cluster,
                 decrypt=sops.decryptor(self.decrypt_keys, self.environment),
-                cache=self._render_cache))
+                cache=self._render_cache, documents=False))
             self._render_cache.forget_unused()
             units = self.metrics.render_units
             units.labels(self.environment, "templates").inc(self._rendered[1].units_rendered)
@@ -184,19 +184,23 @@ class EnvironmentWorker:
         """Record each task's finished executions before Kubernetes deletes their Jobs, and
         count them. A record that can't be written is logged; the pass carries on."""
         now = datetime.datetime.now(datetime.UTC)
-        for release in state.releases_in(self.environment):
-            component = state.components.get((release.project, release.component))
-            if component is None or component.type not in TASK_TYPES:
-                continue
-            try:
-                recorded = tasks.record(self.client, self.environment, component,
-                                        self.cluster, now)
-            except WriteRefused:
-                raise
-            except ReconcilerError as exc:
-                log.warning("cannot record task executions", extra={
-                    "environment": self.environment, "task": component.ref, "error": str(exc)})
-                continue
+        components = list({component.ref: component
+                           for release in state.releases_in(self.environment)
+                           if (component := state.components.get((release.project,
+                                                                  release.component)))
+                           is not None and component.type in TASK_TYPES}.values())
+        if not components:
+            return
+        try:
+            recorded_all = tasks.record_environment(self.client, self.environment, components,
+                                                    self.cluster, now)
+        except WriteRefused:
+            raise
+        except ReconcilerError as exc:
+            log.warning("cannot record task executions", extra={
+                "environment": self.environment, "error": str(exc)})
+            return
+        for component, recorded in recorded_all:
             if recorded.warning:
                 log.warning("cannot record task executions", extra={
                     "environment": self.environment, "task": component.ref,

@@ -9,8 +9,8 @@ still the one recorded is unchanged, decided without another request. Anything e
 desired change, another manager that took a field from us, a hand-deleted object, an object
 without the annotation) is server-side dry-run applied and compared with the live object, in
 parallel; an invalid object aborts the stage before anything is written; only objects that
-differ are applied. So a no-op reconcile costs a LIST per kind and no writes, and a changed
-object at most a dry-run and a PATCH.
+differ are applied, in parallel too. So a no-op reconcile costs a LIST per kind and no
+writes, and a changed object at most a dry-run and a PATCH.
 
 The hash is keyed (HMAC) with a random key kept in a Secret of the tool's namespace, so the
 annotation on a Secret tells nothing about its values to someone who can read only metadata.
@@ -324,8 +324,8 @@ class ResourceManager:
                             Change(p.ref, "skipped", "not applied: another object was refused")
                             for p in previews]
                 raise ApplyAborted(changes)
-            for preview in previews:
-                changes.append(self._write(preview, dry_run))
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                changes.extend(pool.map(lambda p: self._write(p, dry_run), previews))
         return changes
 
     def _recreatable(self, preview: _Preview) -> bool:

@@ -31,6 +31,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from reconciler.cache import cache_home
 from reconciler.errors import ReconcilerError
 from reconciler.git.history import CommitInfo, Repository
 from reconciler.load import parse
@@ -123,8 +124,8 @@ def audit(path: Path, environment: str | None = None, revision: str = "HEAD",
 
 
 def default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "reconciler" / "audit"
+    # With the cache off, a folder that can never be made: the proof runs from scratch.
+    return (cache_home() or Path(os.devnull)) / "audit"
 
 
 class _Cache:

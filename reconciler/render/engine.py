@@ -39,7 +39,13 @@ from reconciler.model.names import (
 from reconciler.render import k8sschema
 from reconciler.render.templates import TemplateFailure, Templates
 from reconciler.resolve import DesiredRelease, resolve_environment, url_port
-from reconciler.yamlio import ManifestError, dump_documents, join_documents, load_manifests
+from reconciler.yamlio import (
+    ManifestError,
+    dump_documents,
+    dump_manifests,
+    join_documents,
+    load_manifests,
+)
 
 MASK = "++++++++"
 """Stands in for every secret value unless secrets are revealed."""
@@ -74,6 +80,7 @@ class Rendered:
     revision: str
     objects: tuple[Object, ...]
     documents: tuple[str, ...]
+    """Each object's YAML document (empty if the render was asked for objects only)."""
     units_rendered: int = 0
     """Template folders (a release's or a namespace's) rendered by Jinja this time."""
     units_cached: int = 0
@@ -81,6 +88,8 @@ class Rendered:
 
     def manifests(self) -> str:
         """The objects as one YAML stream."""
+        if len(self.documents) != len(self.objects):
+            return dump_manifests(self.objects)
         return join_documents(self.documents)
 
 
@@ -93,13 +102,15 @@ def render_environment(
     cluster: str | None = None,
     decrypt: Decrypt | None = None,
     cache: Cache | None = None,
+    documents: bool = True,
 ) -> Rendered:
     """Every object of one environment, or ``InvalidState`` listing every problem.
 
     ``cache`` keeps each release's objects by a hash of everything they are rendered from
     (its template context, the repo's templates, this installation's code), so the next
     render runs templates only for what changed; the caller saves it. Releases rendered
-    with decrypted secrets are never cached.
+    with decrypted secrets are never cached. ``documents`` False: objects only, no YAML
+    (what a daemon applies; it then keeps less in memory).
     """
     releases = resolve_environment(state, environment, project, component)
     target = _cluster(state, environment, cluster)
@@ -113,8 +124,8 @@ def render_environment(
     if renderer.problems:
         raise InvalidState(renderer.problems)
     objects.sort(key=sort_key)
-    documents = renderer.documents_of(objects)
-    return Rendered(environment, state.revision, tuple(objects), tuple(documents),
+    texts = renderer.documents_of(objects) if documents else renderer.cache_objects()
+    return Rendered(environment, state.revision, tuple(objects), tuple(texts),
                     renderer.units_rendered, renderer.units_cached)
 
 
@@ -162,6 +173,13 @@ class _Renderer:
         self._cached_documents: dict[int, str] = {}
         """Documents of objects from the cache, by id() of the object (alive in the render)."""
         self._to_cache: list[tuple[str, list[Object]]] = []
+
+    def cache_objects(self) -> list[str]:
+        """Put newly rendered units into the cache without their documents."""
+        if self.cache is not None:
+            for key, unit in self._to_cache:
+                self.cache.put(key, (unit, None))
+        return []
 
     def documents_of(self, objects: list[Object]) -> list[str]:
         """Every object's YAML document; newly rendered units go into the cache."""
@@ -364,7 +382,8 @@ class _Renderer:
         if hit is not None:
             objects, documents = hit
             self.units_cached += 1
-            self._cached_documents.update(zip(map(id, objects), documents, strict=True))
+            if documents is not None:
+                self._cached_documents.update(zip(map(id, objects), documents, strict=True))
             return list(objects)
         self.units_rendered += 1
         problems = len(self.problems)
