@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.cache import Cache
 from reconciler.errors import ReconcilerError
 from reconciler.kube import inventory
 from reconciler.kube.client import KubeClient, connect
@@ -79,12 +80,15 @@ def apply_environment(state: State, environment: str, cluster: str, client: Kube
                       dry_run: bool = False, wait: bool = False, timeout: float = 300,
                       force_conflicts: bool = False,
                       cancelled: Callable[[], bool] = lambda: False,
-                      rendered: Rendered | None = None, live: LiveCache | None = None) -> Result:
+                      rendered: Rendered | None = None, live: LiveCache | None = None,
+                      cache: Cache | None = None) -> Result:
     """Render ``environment`` for ``cluster`` (or take ``rendered``, its render at this
     state), apply it, prune what left it, and optionally wait for health. ``live``: read
-    the live objects from this watch cache instead of listing them."""
+    the live objects from this watch cache instead of listing them; ``cache``: the render
+    cache."""
     if rendered is None:
-        rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt)
+        rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt,
+                                      cache=cache, documents=False)
     objects = list(rendered.objects)
     previous = read_inventory(client, environment)
     current = inventory.new(objects)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from reconciler.cache import Cache
 from reconciler.cli.base import KUBECONFIG, age_keys, cli, decryptor, output_option, print_rows, state_of
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow
@@ -40,10 +41,14 @@ def apply_command(ctx: click.Context, environment: str, cluster: str | None, dry
     """Render ENV and server-side apply it to its clusters, prune what left the render, and
     optionally wait for health. Prints a change set; exits 1 if anything failed."""
     state = state_of(ctx)
-    results = apply_clusters(state, environment, cluster, kubeconfig,
-                             decrypt=decryptor(ctx, environment), prune=not no_prune,
-                             allow_empty=allow_empty, dry_run=dry_run, wait=wait,
-                             timeout=timeout, force_conflicts=force_conflicts)
+    cache = Cache.at_home("render")
+    try:
+        results = apply_clusters(state, environment, cluster, kubeconfig,
+                                 decrypt=decryptor(ctx, environment), prune=not no_prune,
+                                 allow_empty=allow_empty, dry_run=dry_run, wait=wait,
+                                 timeout=timeout, force_conflicts=force_conflicts, cache=cache)
+    finally:
+        cache.save()
     if wait and not dry_run:
         for result in results:
             try:

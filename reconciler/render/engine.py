@@ -379,11 +379,13 @@ class _Renderer:
                        labels: Mapping[str, str], annotations: Mapping[str, str]) -> list[Object]:
         key = self._unit_key(folder, context, namespace, labels, annotations)
         hit = self.cache.get(key) if key is not None and self.cache is not None else None
-        if hit is not None:
+        if key is not None and hit is not None:
             objects, documents = hit
             self.units_cached += 1
             if documents is not None:
                 self._cached_documents.update(zip(map(id, objects), documents, strict=True))
+            else:  # kept by a render without documents: kept again with them when dumped
+                self._to_cache.append((key, objects))
             return list(objects)
         self.units_rendered += 1
         problems = len(self.problems)
