@@ -260,6 +260,7 @@ def test_wrong_requests_are_errors(run: object, repo: Path, tmp_path: Path) -> N
 
 def test_the_audit_carries_on_from_its_cache(work: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECONCILER_CACHE_DIR")  # the default place: under XDG_CACHE_HOME
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert cli_in(work, "audit").exit_code == 0
     saved = list((tmp_path / "cache/reconciler/audit").glob("*/*.json"))
