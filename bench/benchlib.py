@@ -44,6 +44,8 @@ def kubectl(binaries: Path) -> str:
 
 @dataclass
 class Ran:
+    started: float
+    """time.time() at the start."""
     wall: float
     peak_mib: float
     returncode: int
@@ -55,7 +57,7 @@ def run_measured(command: list[str], env: dict[str, str] | None = None,
                  check: bool = True) -> Ran:
     """Run ``command``; its wall time and its own peak RSS (wait4's ru_maxrss)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(process.pid, 0)
@@ -63,7 +65,7 @@ def run_measured(command: list[str], env: dict[str, str] | None = None,
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        ran = Ran(wall, usage.ru_maxrss / 1024, process.returncode, out.read(),
+        ran = Ran(started, wall, usage.ru_maxrss / 1024, process.returncode, out.read(),
                   err.read().decode(errors="replace"))
     if check and ran.returncode != 0:
         raise SystemExit(f"{' '.join(command[:6])}... exited {ran.returncode}:\n"
@@ -111,12 +113,12 @@ def agent_of(user_agent: str) -> str:
     return name
 
 
-def audit_counts(state: Path, since: int) -> collections.Counter[tuple[str, str]]:
-    """Requests per (client, verb) logged after byte ``since`` of the audit log (each request
-    once, by its audit id; a watch logs two stages)."""
+def audit_events(state: Path, since: int) -> list[dict[str, Any]]:
+    """The requests logged after byte ``since`` of the audit log, each once (by its audit
+    id; a watch logs two stages)."""
     time.sleep(1.0)  # let the API server flush the last events
     seen: set[str] = set()
-    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    events = []
     with open(state / "logs/audit.log", "rb") as log:
         log.seek(since)
         for line in log:
@@ -127,8 +129,27 @@ def audit_counts(state: Path, since: int) -> collections.Counter[tuple[str, str]
             if event.get("auditID") in seen:
                 continue
             seen.add(event.get("auditID"))
-            counts[(agent_of(event.get("userAgent", "")), event.get("verb", ""))] += 1
-    return counts
+            events.append(event)
+    return events
+
+
+def verb_of(event: dict[str, Any]) -> str:
+    """The verb, with server-side dry-runs told apart ('patch (dry-run)')."""
+    verb = str(event.get("verb", ""))
+    return f"{verb} (dry-run)" if "dryRun=All" in event.get("requestURI", "") else verb
+
+
+def audit_counts(state: Path, since: int) -> collections.Counter[tuple[str, str]]:
+    """Requests per (client, verb) logged after byte ``since`` of the audit log."""
+    return collections.Counter((agent_of(e.get("userAgent", "")), verb_of(e))
+                               for e in audit_events(state, since))
+
+
+def epoch(timestamp: str) -> float:
+    """An audit timestamp (RFC 3339, UTC, microseconds) as seconds since the epoch."""
+    import datetime
+
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
