@@ -132,9 +132,11 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--bin-dir", type=Path, help="the control plane's binaries (default: "
+                        "testenv/build.sh's cache, built if missing)")
     args = parser.parse_args()
     plane = controlplane()
-    binaries = plane.build()
+    binaries = args.bin_dir or plane.build()
     folder = Path(tempfile.mkdtemp(prefix="apply-bench-"))
     try:
         repo = folder / "state"

@@ -71,7 +71,7 @@ def metric(port: int, name: str) -> float:
                if line.startswith(name) and line[len(name)] in "{ ")
 
 
-def measure(components: int, window: float, interval: float) -> None:
+def measure(components: int, window: float, interval: float, binaries: Path | None) -> None:
     plane = controlplane()
     folder = Path(tempfile.mkdtemp())
     process = None
@@ -82,7 +82,7 @@ def measure(components: int, window: float, interval: float) -> None:
         objects = render_environment(load_state(WorkTree(repo, "bench")), "development").objects
         pods = sum(o["spec"].get("replicas", 1) for o in objects if o.get("kind") == "Deployment")
         nodes = max(2, pods // 500 + 2)
-        kubeconfig = plane.up(folder / "plane", plane.build(), nodes=nodes, audit_all=True)
+        kubeconfig = plane.up(folder / "plane", binaries or plane.build(), nodes=nodes, audit_all=True)
         api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
         core = kubernetes.client.CoreV1Api(api)
         port = free_port()
@@ -142,9 +142,11 @@ def main() -> None:
                         help="seconds of idle time measured (3 drift checks at --interval 60)")
     parser.add_argument("--interval", type=float, default=60,
                         help="the daemon's --interval: seconds between drift checks")
+    parser.add_argument("--bin-dir", type=Path, help="the control plane's binaries (default: "
+                        "testenv/build.sh's cache, built if missing)")
     args = parser.parse_args()
     for components in args.components:
-        measure(components, args.window, args.interval)
+        measure(components, args.window, args.interval, args.bin_dir)
 
 
 if __name__ == "__main__":

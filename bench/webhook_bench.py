@@ -92,9 +92,11 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--bin-dir", type=Path, help="the control plane's binaries (default: "
+                        "testenv/build.sh's cache, built if missing)")
     args = parser.parse_args()
     plane = controlplane()
-    binaries = plane.build()
+    binaries = args.bin_dir or plane.build()
     folder = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     process = None
     state_dir = folder / "plane"
