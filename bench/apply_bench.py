@@ -77,16 +77,27 @@ def writes(by_verb: dict[str, int]) -> int:
 
 
 def phases(events: list[dict[str, Any]], client: str, started: float, wall: float) -> str:
-    """Seconds before the first request, between first and last, after the last."""
-    times = [epoch(e["requestReceivedTimestamp"]) for e in events
-             if agent_of(e.get("userAgent", "")) == client]
-    ends = [epoch(e["stageTimestamp"]) for e in events
-            if agent_of(e.get("userAgent", "")) == client]
-    if not times:
+    """Seconds before the first request, between first and last, after the last; then, per
+    class of request (reads, dry-runs, writes), when it ran (seconds from the process start)
+    and how many were in flight on average (the sum of their durations over their span)."""
+    mine = [(epoch(e["requestReceivedTimestamp"]) - started, epoch(e["stageTimestamp"]) - started,
+             verb_of(e)) for e in events if agent_of(e.get("userAgent", "")) == client]
+    if not mine:
         return ""
-    first, last = min(times) - started, max(ends) - started
-    return f"{first:.1f} s to the first request, {last - first:.1f} s of requests, " \
+    first, last = min(m[0] for m in mine), max(m[1] for m in mine)
+    text = f"{first:.1f} s to the first request, {last - first:.1f} s of requests, " \
            f"{wall - last:.1f} s after"
+    classes = {"reads": ("get", "list"), "dry-runs": ("patch (dry-run)",),
+               "writes": WRITE_VERBS}
+    for name, verbs in classes.items():
+        part = [m for m in mine if m[2] in verbs]
+        if not part:
+            continue
+        begin, end = min(m[0] for m in part), max(m[1] for m in part)
+        busy = sum(m[1] - m[0] for m in part)
+        text += (f"; {len(part)} {name} from {begin:.1f} to {end:.1f} s "
+                 f"({busy / max(end - begin, 1e-6):.1f} in flight)")
+    return text
 
 
 def measure(side: str, plane: Any, binaries: Path, folder: Path, repo: Path, manifests: Path,
