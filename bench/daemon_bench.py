@@ -115,9 +115,12 @@ def measure(components: int, window: float, interval: float, binaries: Path | No
         passes = metric(port, "reconciler_reconcile_total") - passes_before
         rss, peak = memory_mib(process.pid)
         requests: dict[str, int] = {}
+        resources: dict[str, int] = {}
         for event in audit_events(folder / "plane", offset):
             if agent_of(event.get("userAgent", "")) == "reconciler daemon":
                 requests[verb_of(event)] = requests.get(verb_of(event), 0) + 1
+                what = f"{verb_of(event)} {(event.get('objectRef') or {}).get('resource', '')}"
+                resources[what] = resources.get(what, 0) + 1
         verbs = ", ".join(f"{v} {n}" for v, n in sorted(requests.items()))
         print(f"\n{machine()}\n\n| applied objects | first apply + health wait | RSS after it "
               f"(peak) | drift passes in {window:.0f} s idle | daemon CPU per idle minute | "
@@ -126,6 +129,9 @@ def measure(components: int, window: float, interval: float, binaries: Path | No
               f"| {len(objects):,} ({components} components) | {applied:.0f} s | "
               f"{rss_applied:.0f} MiB ({peak_applied:.0f}) | {passes:.0f} | {cpu / (window / 60):.2f} s | "
               f"{rss:.0f} MiB ({peak:.0f}) | {sum(requests.values())}: {verbs} |", flush=True)
+        top = sorted(resources.items(), key=lambda item: -item[1])[:12]
+        print("\ndaemon requests while idle, by verb and resource: "
+              + ", ".join(f"{what} {n}" for what, n in top), flush=True)
     finally:
         if process is not None:
             process.terminate()
