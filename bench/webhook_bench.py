@@ -139,6 +139,7 @@ def main() -> None:
         deployments = [index for index in range(args.components)
                        if TYPES[index % len(TYPES)] in ("service", "web-app", "proxy")]
         rows = []
+        resources: dict[str, int] = {}
         for change in range(1, args.changes + 1):
             index = deployments[(change * 7) % len(deployments)]
             project, name = f"p{index // 50:03d}", f"c{index:04d}"
@@ -169,6 +170,8 @@ def main() -> None:
                 if agent_of(event.get("userAgent", "")) == "reconciler daemon":
                     verb = verb_of(event)
                     requests[verb] = requests.get(verb, 0) + 1
+                    what = f"{verb} {(event.get('objectRef') or {}).get('resource', '')}"
+                    resources[what] = resources.get(what, 0) + 1
             rows.append((f"{project}/{name}", applied, rolled, recorded, dict(sorted(requests.items())),
                          before.spec.replicas))
             print(f"  change {change} {project}/{name}: applied {applied:.2f} s, live "
@@ -193,6 +196,9 @@ def main() -> None:
                               (3, "the daemon's status recorded")):
             values = [row[column] for row in rows]
             print(f"| {label} | {percentile(values, 0.5):.2f} s | {percentile(values, 0.9):.2f} s |")
+        top = sorted(resources.items(), key=lambda item: -item[1])[:12]
+        print(f"\nthe daemon's requests over the {args.changes} commits, by verb and resource: "
+              + ", ".join(f"{what} {n}" for what, n in top))
     finally:
         if process is not None:
             process.terminate()
