@@ -1,10 +1,10 @@
 """First and no-op apply of ~1,000 objects: `reconciler apply` (the CLI) vs `kubectl apply
 --server-side --force-conflicts` of the same objects, side by side, with request counts.
 
-A generated state repo (bench/generate.py, --components N; its development environment is
-the test control plane's cluster `bench`) is committed to Git. Its development render
-(`reconciler render --env development`) is the file kubectl applies, so both sides apply the
-same objects. Each side of each round gets a FRESH control plane (scripts/testenv's
+A generated state repo (bench/generate.py, --components N, default 180: ~1,000 objects; its
+development environment is the test control plane's cluster `bench`) is committed to Git.
+Its development render (`reconciler render --env development`) is the file kubectl applies,
+so both sides apply the same objects. Each side of each round gets a FRESH control plane (scripts/testenv's
 binaries, auditing every request: testenv/controlplane.py's `audit_all`) and measures:
 
 1. the first apply (one process: `reconciler apply --env development`, or kubectl);
@@ -20,7 +20,7 @@ create/update/patch/delete requests that were not dry-runs. kubectl is the one b
 the control plane (same Kubernetes version). The CLI's phases come from the audit log's
 timestamps: start-up + load + render before its first request, then the API phase.
 
-Usage: python bench/apply_bench.py [--components 300] [--rounds 3] [--nodes 2]
+Usage: python bench/apply_bench.py [--components 180] [--rounds 3] [--nodes 2]
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def measure(side: str, plane: Any, binaries: Path, folder: Path, repo: Path, man
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--components", type=int, default=300)
+    parser.add_argument("--components", type=int, default=180,
+                        help="180 components render ~1,000 objects in development")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--bin-dir", type=Path, help="the control plane's binaries (default: "
