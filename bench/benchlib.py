@@ -5,6 +5,7 @@ waiting for the controllers to settle."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import json
 import os
@@ -202,9 +203,20 @@ def settle(api: Any, timeout: float = 900, quiet: float = 5.0) -> float:
     raise SystemExit(f"the controllers did not settle in {timeout:.0f} s")
 
 
+def api_servers() -> int:
+    """kube-apiserver processes running on the machine (ours and any other session's)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            count += stat.read_text().strip() == "kube-apiserver"
+    return count
+
+
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                  "?")
     return (f"{os.cpu_count()} cores ({model}), Python {sys.version.split()[0]}, "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+            f"{time.strftime('%Y-%m-%d %H:%M %Z')}; now: load average "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, {api_servers()} kube-apiserver "
+            "processes on the machine (a busy machine lengthens wall times)")
