@@ -11,7 +11,8 @@ import sys
 import kubernetes.client
 
 if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
-    raise SystemExit(__doc__)
+    print(__doc__)
+    raise SystemExit(0 if len(sys.argv) > 1 else 2)
 _AGENT = sys.argv.pop(1)
 _init = kubernetes.client.ApiClient.__init__
 
