@@ -5,11 +5,12 @@ simulates nodes, so pods get scheduled and become Ready without a kubelet), all 
 upstream Go modules by testenv/build.sh. Standard library plus the openssl command only,
 so scripts/testenv works without the project's virtualenv.
 
-    python3 testenv/controlplane.py up   [--state-dir DIR] [--bin-dir DIR] [--nodes N]
+    python3 testenv/controlplane.py up   [--state-dir DIR] [--bin-dir DIR] [--nodes N] [--audit-all]
     python3 testenv/controlplane.py down [--state-dir DIR]
 
 The API server writes an audit log of every write (who, with which user agent, when) to
-logs/audit.log in the state folder. For fault tests, `pause`, `resume` and `restart` act on
+logs/audit.log in the state folder; with `--audit-all` (or RECONCILER_TESTENV_AUDIT_ALL=1)
+of every request, reads included. For fault tests, `pause`, `resume` and `restart` act on
 one component of a running control plane (SIGSTOP, SIGCONT, stop and start again).
 """
 
@@ -42,6 +43,12 @@ AUDIT_POLICY = {
                                              "deletecollection"]},
               {"level": "None"}],
 }
+AUDIT_ALL_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
+"""Opt-in (``up(audit_all=True)``, ``up --audit-all`` or RECONCILER_TESTENV_AUDIT_ALL=1): every
+request of every verb, reads included, for benchmarks that count requests per client."""
 
 
 class TestEnvError(Exception):
@@ -168,8 +175,13 @@ def _node(name: str) -> dict[str, object]:
     }
 
 
-def up(state: Path, bin_dir: Path | None = None, nodes: int = 2) -> Path:
-    """Start everything; returns the admin kubeconfig once /readyz is ok and nodes are Ready."""
+def up(state: Path, bin_dir: Path | None = None, nodes: int = 2,
+       audit_all: bool | None = None) -> Path:
+    """Start everything; returns the admin kubeconfig once /readyz is ok and nodes are Ready.
+    The audit log holds the writes only, unless ``audit_all`` (default: the environment
+    variable RECONCILER_TESTENV_AUDIT_ALL=1) asks for every request."""
+    if audit_all is None:
+        audit_all = os.environ.get("RECONCILER_TESTENV_AUDIT_ALL") == "1"
     if (state / PIDS).exists():
         raise TestEnvError(f"a control plane is already up in {state}: run 'down' first")
     binaries = bin_dir or build()
@@ -185,7 +197,8 @@ def up(state: Path, bin_dir: Path | None = None, nodes: int = 2) -> Path:
         _kubeconfig(state / f"{user}.kubeconfig", server, pki, user)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     commands: dict[str, list[str]] = {}
-    (state / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
+    (state / "audit-policy.json").write_text(json.dumps(AUDIT_ALL_POLICY if audit_all
+                                                          else AUDIT_POLICY))
 
     def start(name: str, *args: str) -> None:
         commands[name] = [str(binaries / name), *args]
@@ -367,10 +380,13 @@ def main() -> int:
                         default=Path(os.environ.get("RECONCILER_TESTENV_STATE", DEFAULT_STATE)))
     parser.add_argument("--bin-dir", type=Path)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--audit-all", action="store_true", default=None,
+                        help="up: audit every request, reads included (default: writes only; "
+                             "also RECONCILER_TESTENV_AUDIT_ALL=1)")
     args = parser.parse_args()
     try:
         if args.command == "up":
-            kubeconfig = up(args.state_dir, args.bin_dir, args.nodes)
+            kubeconfig = up(args.state_dir, args.bin_dir, args.nodes, args.audit_all)
             print("control plane up; stop it with: scripts/testenv down"
                   + (f" --state-dir {args.state_dir}" if args.state_dir != DEFAULT_STATE else ""))
             print(f"export KUBECONFIG={kubeconfig}")
