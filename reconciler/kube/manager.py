@@ -157,14 +157,26 @@ class _Preview:
     def ref(self) -> ObjectRef:
         return ObjectRef.of(self.obj)
 
+    decided: Action | None = None
+    """The action, once the objects it was decided from were let go (``forget``)."""
+
     @property
     def action(self) -> Action:
+        if self.decided is not None:
+            return self.decided
         if self.fresh:
             return "unchanged"
         if self.live is None:
             return "created"
         assert self.merged is not None
         return "unchanged" if comparable(self.merged) == comparable(self.live) else "configured"
+
+    def forget(self) -> None:
+        """Decide now and drop the live and dry-run objects (an apply of thousands of
+        objects then holds one at a time, not all of them, until its writes)."""
+        if self.error is None:
+            self.decided = self.action
+            self.live = self.merged = None
 
 
 def live_cache(client: KubeClient, field_manager: str = FIELD_MANAGER) -> LiveCache:
@@ -266,11 +278,12 @@ class ResourceManager:
 
     def preview(self, objects: Sequence[Mapping[str, Any]],
                 new_namespaces: frozenset[str] = frozenset(),
-                key: bytes | None = None) -> list[_Preview]:
+                key: bytes | None = None, keep: bool = True) -> list[_Preview]:
         """Whether each object would change, from one LIST per kind and, for those not known
         unchanged, the live object and a server-side dry-run, in parallel. An object in one
         of ``new_namespaces`` (not created yet, but about to be) previews as created.
-        Without ``key`` nothing is known unchanged and no applied annotation is set."""
+        Without ``key`` nothing is known unchanged and no applied annotation is set. Without
+        ``keep``, each preview keeps only its decision, not the live and dry-run objects."""
         digests = {ObjectRef.of(o): desired_digest(o, key) for o in objects} if key else {}
         observed = self.observe(objects, digests)
 
@@ -299,6 +312,8 @@ class ResourceManager:
                     preview.live, preview.merged = None, dict(body)
                 else:
                     preview.error = exc
+            if not keep:
+                preview.forget()
             return preview
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -314,7 +329,8 @@ class ResourceManager:
         for stage in stages:
             if not stage:
                 continue
-            previews = self.preview(stage, new_namespaces if dry_run else frozenset(), key)
+            previews = self.preview(stage, new_namespaces if dry_run else frozenset(), key,
+                                    keep=False)
             new_namespaces = frozenset(p.ref.name for p in previews
                                        if p.ref.kind == "Namespace" and p.action == "created")
             refused = [p for p in previews if p.error is not None and not self._recreatable(p)
