@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from reconciler.errors import ReconcilerError
 from reconciler.model.kinds import SecretFile, Secrets
@@ -183,6 +181,8 @@ def _data_key(metadata: Mapping[str, Any], keys: Sequence[pyrage.x25519.Identity
 
 
 def _encrypt_value(plain: bytes, key: bytes, aad: str) -> str:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # only when a secret is set
+
     iv = os.urandom(32)
     sealed = AESGCM(key).encrypt(iv, plain, aad.encode())
     ciphertext, tag = sealed[:-16], sealed[-16:]
@@ -194,6 +194,9 @@ def _b64(raw: bytes) -> str:
 
 
 def _decrypt_value(value: object, key: bytes, aad: str, where: str, what: str = "a value") -> bytes:
+    from cryptography.exceptions import InvalidTag  # only when a secret is read
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     match = _VALUE.match(value) if isinstance(value, str) else None
     if match is None:
         raise SecretsError(f"{what} is not SOPS-encrypted (ENC[AES256_GCM,...])", where)

@@ -13,16 +13,15 @@ import datetime
 import json
 from collections.abc import Iterator
 from functools import cache
-from typing import Any, cast
-
-import jsonschema
-import jsonschema_rs
-from referencing import Registry, Resource
+from typing import TYPE_CHECKING, Any, cast
 
 from reconciler.errors import Problem
 from reconciler.load.cron import schedule_problem
 from reconciler.resources import data_dir
 from reconciler.yamlio import Document
+
+if TYPE_CHECKING:
+    import jsonschema
 
 KIND_SCHEMAS = {
     "Organization": "organization",
@@ -38,16 +37,11 @@ KIND_SCHEMAS = {
     "ThirdPartyService": "third-party-service",
 }
 
-format_checker = jsonschema.FormatChecker(formats=())
-
-
-@format_checker.checks("cron")
 def is_cron(value: object) -> bool:
     """Kubernetes CronJob syntax: five fields or a descriptor, no seconds field."""
     return not isinstance(value, str) or schedule_problem(value) is None
 
 
-@format_checker.checks("date-time")
 def is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -58,6 +52,9 @@ def is_date_time(value: object) -> bool:
     return "T" in value and parsed.tzinfo is not None
 
 
+FORMATS = {"cron": is_cron, "date-time": is_date_time}
+
+
 @cache
 def _documents() -> dict[str, Any]:
     folder = data_dir("schemas")
@@ -66,6 +63,14 @@ def _documents() -> dict[str, Any]:
 
 @cache
 def _validators() -> dict[str, jsonschema.protocols.Validator]:
+    """python-jsonschema, imported only when a file is invalid (it costs a tenth of a second
+    to import, and a cached load needs no validator at all)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    format_checker = jsonschema.FormatChecker(formats=())
+    for name, check in FORMATS.items():
+        format_checker.checks(name)(check)
     documents = _documents()
     registry: Registry[Any] = Registry().with_resources(
         (doc["$id"], Resource.from_contents(doc)) for doc in documents.values()
@@ -80,12 +85,13 @@ def _validators() -> dict[str, jsonschema.protocols.Validator]:
 
 @cache
 def _fast_validators() -> dict[str, Any]:
+    import jsonschema_rs
+
     documents = _documents()
     registry = jsonschema_rs.Registry([(doc["$id"], doc) for doc in documents.values()])
-    formats = {"cron": is_cron, "date-time": is_date_time}
     return {
         kind: jsonschema_rs.validator_for(
-            documents[f"{stem}.schema.json"], registry=registry, formats=formats,
+            documents[f"{stem}.schema.json"], registry=registry, formats=FORMATS,
             validate_formats=True,
         )
         for kind, stem in KIND_SCHEMAS.items()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import marshal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -173,6 +174,7 @@ class _Renderer:
         self._cached_documents: dict[int, str] = {}
         """Documents of objects from the cache, by id() of the object (alive in the render)."""
         self._to_cache: list[tuple[str, list[Object]]] = []
+        self._fingerprints: dict[tuple[str, ...], str] = {}
 
     def cache_objects(self) -> list[str]:
         """Put newly rendered units into the cache without their documents."""
@@ -196,11 +198,27 @@ class _Renderer:
         if self.cache is None or (self.decrypt is not None and context.get("secret")):
             return None  # decrypted values never leave memory
         try:
-            encoded = json.dumps([folder, context, namespace, labels, annotations],
-                                 sort_keys=True, separators=(",", ":"), default=_not_plain)
-        except (TypeError, ValueError):
-            return None
+            # Version 2 has no back-references, so equal data in the same order always
+            # encodes to the same bytes (a different order only misses the cache).
+            encoded = marshal.dumps([folder, context, namespace, labels, annotations], 2)
+        except ValueError:
+            return None  # not plain data: not cached
         return key_of(self.salt, encoded)
+
+    def _fingerprint(self, folders: tuple[str, ...]) -> str:
+        """The templates' fingerprint, kept in the cache: finding what each template
+        includes means parsing every one of them."""
+        if folders in self._fingerprints:
+            return self._fingerprints[folders]
+        if self.cache is None:
+            return self.templates.fingerprint(folders)
+        key = key_of(self.salt, "fingerprint", *folders)
+        found = self.cache.get(key)
+        if not isinstance(found, str):
+            found = self.templates.fingerprint(folders)
+            self.cache.put(key, found)
+        self._fingerprints[folders] = found
+        return found
 
     def namespace(self, environment: str, project: str) -> list[Object]:
         namespace = namespace_name(project, environment)
@@ -211,7 +229,7 @@ class _Renderer:
     def release(self, desired: DesiredRelease) -> list[Object]:
         component = desired.component
         folders = ("component", component.type)
-        identity = release_id(desired, self.templates.fingerprint(folders))
+        identity = release_id(desired, self._fingerprint(folders))
         environment = desired.environment.name
         line = desired.line
         workload = desired.workload
@@ -467,10 +485,6 @@ def _describe(obj: Object) -> str:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0]
-
-
-def _not_plain(value: object) -> object:
-    raise TypeError(f"{type(value).__name__} is not plain data")
 
 
 def _short_hash(content: object) -> str:

@@ -18,11 +18,11 @@ import json
 import re
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import jsonschema_rs
-from referencing import Registry, Resource
+if TYPE_CHECKING:
+    import jsonschema
+    from referencing import Registry
 
 KUBERNETES_VERSION = "1.36"
 _SCHEMA_DIR = f"v{KUBERNETES_VERSION}.0-local-strict"
@@ -41,6 +41,10 @@ def _definitions() -> Any:
 
 @cache
 def _registry() -> Registry[Any]:
+    # The validators are imported when first used: a render whose objects all come from
+    # the cache validates nothing.
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry().with_resource(
         _DEFINITIONS, Resource.from_contents(_definitions()))
     return registry
@@ -48,6 +52,8 @@ def _registry() -> Registry[Any]:
 
 @cache
 def _fast_registry() -> Any:
+    import jsonschema_rs
+
     return jsonschema_rs.Registry([(_BASE + _DEFINITIONS, _definitions())])
 
 
@@ -82,12 +88,16 @@ def _fast_validator(api_version: str, kind: str) -> Any:
     schema = _schema(api_version, kind)
     if schema is None:
         return None
+    import jsonschema_rs
+
     return jsonschema_rs.validator_for(schema, registry=_fast_registry(),
                                        base_uri=f"{_BASE}/api/{kind.lower()}.json")
 
 
 @cache
 def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(_schema(api_version, kind), registry=_registry())
 
 
