@@ -32,7 +32,8 @@ from conftest import LiveEnv, controlplane_module, edit, wait_for
 def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
     """kind/name -> what changes when the tool writes an object it renders into a namespace:
     the resourceVersion, or for a Deployment (whose status the controllers keep updating)
-    its generation, labels and annotations."""
+    its generation, labels and annotations (but the revision annotation, which the
+    Deployment controller adds in its own time)."""
     apps = kubernetes.client.AppsV1Api(api)
     core = kubernetes.client.CoreV1Api(api)
     found: dict[str, str] = {}
@@ -45,9 +46,14 @@ def objects_in(api: ApiClient, namespace: str) -> dict[str, str]:
                 continue
             found[f"{kind}/{metadata.name}"] = (
                 f"{metadata.generation} {sorted((metadata.labels or {}).items())} "
-                f"{sorted((metadata.annotations or {}).items())}" if kind == "Deployment"
+                f"{sorted(_ours(metadata.annotations))}" if kind == "Deployment"
                 else metadata.resource_version)
     return found
+
+
+def _ours(annotations: dict[str, str] | None) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in (annotations or {}).items()
+            if k != "deployment.kubernetes.io/revision"]
 
 
 def test_apply_creates_the_environment_and_it_becomes_available(live: LiveEnv,
