@@ -174,7 +174,6 @@ class _Renderer:
         self._cached_documents: dict[int, str] = {}
         """Documents of objects from the cache, by id() of the object (alive in the render)."""
         self._to_cache: list[tuple[str, list[Object]]] = []
-        self._fingerprints: dict[tuple[str, ...], str] = {}
 
     def cache_objects(self) -> list[str]:
         """Put newly rendered units into the cache without their documents."""
@@ -208,8 +207,6 @@ class _Renderer:
     def _fingerprint(self, folders: tuple[str, ...]) -> str:
         """The templates' fingerprint, kept in the cache: finding what each template
         includes means parsing every one of them."""
-        if folders in self._fingerprints:
-            return self._fingerprints[folders]
         if self.cache is None:
             return self.templates.fingerprint(folders)
         key = key_of(self.salt, "fingerprint", *folders)
@@ -217,7 +214,6 @@ class _Renderer:
         if not isinstance(found, str):
             found = self.templates.fingerprint(folders)
             self.cache.put(key, found)
-        self._fingerprints[folders] = found
         return found
 
     def namespace(self, environment: str, project: str) -> list[Object]:
