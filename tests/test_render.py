@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 import yaml
 
@@ -267,6 +268,20 @@ def test_out_writes_one_file_per_object_and_never_clobbers(repo: Path, run: Run,
     refused = run("render", "--env", "production", "--out", str(precious))
     assert refused.exit_code == 1
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_out_records_the_commit_rendered_and_whether_the_work_tree_differed(
+        repo: Path, run: Run, tmp_path: Path) -> None:
+    head = pygit2.Repository(str(repo)).head.target
+    assert run("render", "--env", "production", "--out", str(tmp_path / "a")).exit_code == 0
+    assert (tmp_path / "a/.reconciler-render").read_text().startswith(f"# production {head}\n")
+    printed = run("render", "--env", "production").stdout
+    edit(repo, "environments/production/shop/checkout/config.yaml", "replicas: 4", "replicas: 5")
+    assert run("render", "--env", "production", "--out", str(tmp_path / "b")).exit_code == 0
+    assert (tmp_path / "b/.reconciler-render").read_text().startswith(
+        f"# production {head}-dirty\n")
+    assert run("render", "--env", "production").stdout == printed.replace(
+        "replicas: 4", "replicas: 5"), "printed manifests carry no revision"
 
 
 def test_out_replaces_what_it_wrote_and_never_deletes_a_users_file(repo: Path, run: Run,

@@ -100,20 +100,23 @@ def cli(ctx: click.Context, repo: Path, revision: str | None, output: str | None
     # A subcommand's own -o is parsed later and overwrites ctx.obj["output"].
 
 
-def reader(ctx: click.Context) -> TreeReader:
+def reader(ctx: click.Context, labelled: bool = True) -> TreeReader:
+    """The files to read: --revision's tree, else the work tree. ``labelled``: the work
+    tree's revision names HEAD (with ``-dirty`` when files differ from it, which costs a
+    ``git status``); else it is ``worktree``, for output that never shows it."""
     repo: Path = ctx.obj["repo"]
     if ctx.obj["revision"]:
         return GitTree(repo, ctx.obj["revision"])
-    head = head_revision(repo) if repo.is_dir() else None
+    head = head_revision(repo) if labelled and repo.is_dir() else None
     if head is None:
         return WorkTree(repo)
     return WorkTree(repo, head + ("-dirty" if is_dirty(repo) else ""))
 
 
-def state_of(ctx: click.Context) -> State:
+def state_of(ctx: click.Context, labelled: bool = True) -> State:
     cache = Cache.at_home("state")
     try:
-        return load_state(reader(ctx), cache)
+        return load_state(reader(ctx, labelled), cache)
     finally:
         cache.save()
 

@@ -103,7 +103,7 @@ def render(ctx: click.Context, environment: str, project: str | None, component:
     """
     if component is not None and project is None:
         raise UsageError("--component needs --project")
-    state = state_of(ctx)
+    state = state_of(ctx, labelled=out is not None)  # only --out's marker shows the revision
     cache = Cache.at_home("render")
     rendered = render_environment(state, environment, project=project, component=component,
                                   cluster=cluster,

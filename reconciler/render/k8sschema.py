@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from importlib.resources import files
+from importlib.util import find_spec
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,8 +31,12 @@ _BASE = "https://kubernetes.invalid"
 _DEFINITIONS = "/api/_definitions.json"
 
 
-def _folder() -> Any:
-    return files("kubernetes_validate") / "kubernetes-json-schema" / _SCHEMA_DIR
+@cache
+def _folder() -> Path:
+    # Found without importing the package: its own validator pulls in python-jsonschema.
+    spec = find_spec("kubernetes_validate")
+    assert spec is not None and spec.submodule_search_locations, "kubernetes-validate missing"
+    return Path(spec.submodule_search_locations[0]) / "kubernetes-json-schema" / _SCHEMA_DIR
 
 
 @cache
