@@ -135,3 +135,12 @@ def test_problems_in_unchanged_files_read_from_the_cache_keep_their_lines(
     line = line_of(repo, environment, "nonprod-eu")
     assert f"error: {environment}:{line}: unknown cluster 'nonprod-eu'" in result.errors
     assert line > 1
+
+
+def test_a_packed_render_unpacks_to_the_same_objects_and_takes_less_room(repo: Path) -> None:
+    rendered = render(repo, None)
+    packed = rendered.pack()
+    assert len(packed.packed) < len(repr(rendered.objects)) / 4
+    unpacked = packed.unpack()
+    assert unpacked.objects == rendered.objects and unpacked.revision == rendered.revision
+    assert unpacked.manifests() == rendered.manifests()

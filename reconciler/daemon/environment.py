@@ -19,6 +19,7 @@ from typing import Any
 
 from reconciler import sops, tasks
 from reconciler.cache import Cache
+from reconciler.daemon.memory import release_free_memory
 from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, WriteRefused
@@ -31,7 +32,7 @@ from reconciler.reconcile import (
     apply_environment,
     record_verifications,
 )
-from reconciler.render.engine import Rendered, render_environment
+from reconciler.render.engine import PackedRender, render_environment
 
 MAX_BACKOFF = 300.0
 
@@ -78,9 +79,9 @@ class EnvironmentWorker:
         self.retry_at = 0.0
         self.finished_at = 0.0
         self._offer: Offer | None = None
-        self._rendered: tuple[str, Rendered] | None = None
-        """The objects of the commit last rendered: a drift check of the same commit reuses
-        them instead of rendering again."""
+        self._rendered: tuple[str, PackedRender] | None = None
+        """The objects of the commit last rendered, packed: a drift check of the same commit
+        reuses them instead of rendering again."""
         self._render_cache = Cache("render")
         """The last render's template folders, in memory: a new commit runs the templates
         only of the releases it changed."""
@@ -137,6 +138,8 @@ class EnvironmentWorker:
             else:
                 self.failures = 0
                 self.finished_at = time.monotonic()
+            finally:
+                release_free_memory()
 
     def _until_due(self) -> float | None:
         """How long until the next pass is due without a new commit: a retry after a
@@ -160,20 +163,23 @@ class EnvironmentWorker:
         new_commit = self.applied != offer.commit
         if self._rendered is None or self._rendered[0] != offer.commit:
             self._rendered = None  # the previous commit's objects are not kept beside these
-            self._rendered = (offer.commit, render_environment(
+            rendered = render_environment(
                 offer.state, self.environment, cluster=self.cluster,
                 decrypt=sops.decryptor(self.decrypt_keys, self.environment),
-                cache=self._render_cache, documents=False))
+                cache=self._render_cache, documents=False)
             self._render_cache.forget_unused()
             units = self.metrics.render_units
-            units.labels(self.environment, "templates").inc(self._rendered[1].units_rendered)
-            units.labels(self.environment, "reused").inc(self._rendered[1].units_cached)
+            units.labels(self.environment, "templates").inc(rendered.units_rendered)
+            units.labels(self.environment, "reused").inc(rendered.units_cached)
+            self._rendered = (offer.commit, rendered.pack())
+        else:
+            rendered = self._rendered[1].unpack()
         result = apply_environment(
             offer.state, self.environment, self.cluster, self.client,
             decrypt=sops.decryptor(self.decrypt_keys, self.environment),
             wait=new_commit or not self.healthy, timeout=self.wait_timeout,
             force_conflicts=True, cancelled=lambda: self._superseded(offer.commit),
-            rendered=self._rendered[1], live=self.live)
+            rendered=rendered, live=self.live)
         self._observe(offer.commit, result, new_commit, time.monotonic() - started)
         if result.health and not self._superseded(offer.commit):
             self.healthy = self._verify(offer, result) and \

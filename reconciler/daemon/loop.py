@@ -26,6 +26,7 @@ from reconciler import __version__
 from reconciler.cache import Cache
 from reconciler.daemon.environment import MAX_BACKOFF, EnvironmentWorker, Offer
 from reconciler.daemon.http import serve
+from reconciler.daemon.memory import release_free_memory
 from reconciler.daemon.metrics import Metrics, log
 from reconciler.errors import Problem, ReconcilerError
 from reconciler.git.store import GitTree, follow, open_repository
@@ -190,6 +191,7 @@ class Daemon:
             self._loaded = (commit, *load_state_and_problems(GitTree(self.repo, commit),
                                                              self._files))
             self._files.forget_unused()
+            release_free_memory()
         return self._loaded[1], self._loaded[2]
 
     def _may_write(self) -> bool:

@@ -14,8 +14,9 @@ import base64
 import hashlib
 import json
 import marshal
+import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.cache import Cache, code_fingerprint, key_of
@@ -92,6 +93,37 @@ class Rendered:
         if len(self.documents) != len(self.objects):
             return dump_manifests(self.objects)
         return join_documents(self.documents)
+
+    def pack(self) -> PackedRender:
+        """This render as a daemon keeps it between passes: a tenth of its objects' memory."""
+        memo: dict[str, str] = {}
+        objects = [_share_strings(obj, memo) for obj in self.objects]
+        return PackedRender(replace(self, objects=(), documents=()),
+                            zlib.compress(marshal.dumps(objects), 1))
+
+
+@dataclass(frozen=True)
+class PackedRender:
+    """A render's objects marshalled and compressed, equal strings stored once (so they are
+    shared again once unpacked)."""
+
+    header: Rendered
+    """The render without its objects and documents."""
+    packed: bytes
+
+    def unpack(self) -> Rendered:
+        return replace(self.header, objects=tuple(marshal.loads(zlib.decompress(self.packed))))
+
+
+def _share_strings(value: Any, memo: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return memo.setdefault(value, value)
+    if isinstance(value, dict):
+        return {memo.setdefault(k, k) if isinstance(k, str) else k: _share_strings(v, memo)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_share_strings(item, memo) for item in value]
+    return value
 
 
 def render_environment(
