@@ -347,3 +347,13 @@ def test_a_health_wait_longer_than_the_lease_keeps_one_leader(
         assert standby.metric("reconciler_leader") == 0
         assert standby.metric("reconciler_objects_applied_total") == 0, "only one writes"
         time.sleep(1)
+
+
+def test_an_unknown_cluster_stops_the_daemon_at_once_naming_the_clusters(repo: Path) -> None:
+    for name in ("nope", "../organization"):
+        started = subprocess.run(
+            [sys.executable, "-m", "reconciler", "--repo", str(repo), "run", "--cluster", name],
+            capture_output=True, text=True, timeout=60)
+        assert started.returncode == 1
+        assert started.stderr.strip().splitlines()[-1] == (
+            f"error: unknown cluster {name!r} (clusters: nonprod-eu, prod-eu, prod-us)")

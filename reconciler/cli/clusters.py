@@ -13,7 +13,7 @@ from reconciler.cli.base import KUBECONFIG, age_keys, cli, decryptor, output_opt
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow
 from reconciler.kube.client import connect
-from reconciler.load.loader import load_state_and_problems
+from reconciler.load.loader import load_cluster
 from reconciler.reconcile import apply_clusters, diff_clusters, record_verifications
 
 
@@ -95,16 +95,14 @@ def _cluster_context(repo: Path, cluster: str) -> str | None:
     then uses the default context (in a pod: its own service account) and keeps trying."""
     from reconciler.daemon.metrics import log
     try:
-        state, problems = load_state_and_problems(GitTree(repo, follow(repo)))
+        tree = GitTree(repo, follow(repo))
     except ReconcilerError as exc:
         log.warning("cannot read the state at start-up; using the default context",
                     extra={"error": str(exc)})
         return None
-    if cluster in state.clusters:
-        return state.clusters[cluster].context
-    if not problems:
-        raise ReconcilerError(f"unknown cluster {cluster!r} (clusters: "
-                              f"{', '.join(sorted(state.clusters))})")
+    found, problems = load_cluster(tree, cluster)
+    if found is not None:
+        return found.context
     log.warning("the cluster's file does not load; using the default context",
                 extra={"cluster": cluster, "problems": [str(p) for p in problems]})
     return None

@@ -18,12 +18,13 @@ from reconciler.errors import InvalidState, Problem, ReconcilerError
 from reconciler.load import parse, schemas
 from reconciler.load.readers import TreeReader
 from reconciler.load.references import ReferenceChecker
-from reconciler.model.kinds import Organization, Release, ReleaseKey, SecretFile, Secrets, State
+from reconciler.model.kinds import Cluster, Organization, Release, ReleaseKey, SecretFile, Secrets, State
 from reconciler.model.paths import (
     ORGANIZATION_FILE,
     STATE_FOLDERS,
     TEMPLATES_FOLDER,
     classify,
+    cluster_path,
     is_free_file,
     legacy_secrets,
 )
@@ -54,6 +55,30 @@ def load_state_and_problems(
     problems = tuple(sorted(set(loader.problems)))
     notices = tuple(sorted(set(loader.notices)))
     return dataclasses.replace(state, problems=problems, notices=notices), problems
+
+
+def load_cluster(reader: TreeReader, name: str) -> tuple[Cluster | None, tuple[Problem, ...]]:
+    """Only ``clusters/<name>.yaml``, parsed and schema-checked, for a caller that needs
+    nothing else (a daemon finding its kubeconfig context before its first full load):
+    the cluster, or None with the file's problems. A missing file is ``ReconcilerError``
+    naming the clusters there are."""
+    path = cluster_path(name)
+    loader = _Loader(reader, Cache("state"))
+    try:
+        if classify(path)[0] != "Cluster":
+            raise KeyError(path)
+        document = loader._parse(path, "Cluster")
+    except (KeyError, OSError):
+        names = sorted(groups[0] for entry, _ in reader.entries()
+                       for kind, groups in [classify(entry)] if kind == "Cluster")
+        raise ReconcilerError(f"unknown cluster {name!r} (clusters: {', '.join(names)})") \
+            from None
+    if document is None:
+        return None, tuple(loader.problems)
+    loader._same_name(path, document.data["name"], name, "file name")
+    if loader.problems:
+        return None, tuple(loader.problems)
+    return parse.cluster(document.data, path), ()
 
 
 class _Loader:
