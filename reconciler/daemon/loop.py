@@ -239,8 +239,10 @@ class Daemon:
                 if ("refs" in path or path.endswith("HEAD")) and daemon.tip_moved():
                     daemon.trigger.set()  # not for the tool's own refs (verification records)
 
+        # Only HEAD, packed-refs and refs/: every object the loader reads would be an event.
         observer = Observer()
-        observer.schedule(Handler(), str(git_dir), recursive=True)
+        observer.schedule(Handler(), str(git_dir), recursive=False)
+        observer.schedule(Handler(), str(git_dir / "refs"), recursive=True)
         observer.daemon = True
         observer.start()
         return observer
