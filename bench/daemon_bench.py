@@ -48,14 +48,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def memory_mib(pid: int) -> tuple[float, float]:
-    """(RSS, peak RSS) in MiB."""
+def memory_mib(pid: int) -> tuple[float, float, float]:
+    """(RSS, peak RSS, the anonymous part of RSS: not mapped files) in MiB."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon"):
             values[key] = int(value.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
+    return values["VmRSS"], values["VmHWM"], values["RssAnon"]
 
 
 def free_port() -> int:
@@ -104,16 +104,17 @@ def measure(components: int, window: float, interval: float, binaries: Path | No
                 raise SystemExit(f"the daemon exited: {(folder / 'daemon.log').read_text()}")
             time.sleep(1)
         applied = time.perf_counter() - started
-        rss_applied, peak_applied = memory_mib(process.pid)
+        rss_applied, peak_applied, anon_applied = memory_mib(process.pid)
         print(f"{len(objects)} objects, {pods} pods on {nodes} nodes: first apply recorded "
-              f"after {applied:.0f} s; RSS {rss_applied:.0f} MiB (peak {peak_applied:.0f})",
+              f"after {applied:.0f} s; RSS {rss_applied:.0f} MiB (peak {peak_applied:.0f}, "
+              f"anonymous {anon_applied:.0f})",
               flush=True)
         offset = audit_offset(folder / "plane")
         cpu_before, passes_before = cpu_seconds(process.pid), metric(port, "reconciler_reconcile_total")
         time.sleep(window)
         cpu = cpu_seconds(process.pid) - cpu_before
         passes = metric(port, "reconciler_reconcile_total") - passes_before
-        rss, peak = memory_mib(process.pid)
+        rss, peak, anon = memory_mib(process.pid)
         requests: dict[str, int] = {}
         resources: dict[str, int] = {}
         for event in audit_events(folder / "plane", offset):
@@ -128,7 +129,9 @@ def measure(components: int, window: float, interval: float, binaries: Path | No
               "|---|---|---|---|---|---|---|\n"
               f"| {len(objects):,} ({components} components) | {applied:.0f} s | "
               f"{rss_applied:.0f} MiB ({peak_applied:.0f}) | {passes:.0f} | {cpu / (window / 60):.2f} s | "
-              f"{rss:.0f} MiB ({peak:.0f}) | {sum(requests.values())}: {verbs} |", flush=True)
+              f"{rss:.0f} MiB ({peak:.0f}) | {sum(requests.values())}: {verbs} |\n\nRSS after the idle "
+              f"window: {anon:.0f} MiB anonymous, {rss - anon:.0f} MiB mapped files (shared "
+              "libraries, Git packs)", flush=True)
         top = sorted(resources.items(), key=lambda item: -item[1])[:12]
         print("\ndaemon requests while idle, by verb and resource: "
               + ", ".join(f"{what} {n}" for what, n in top), flush=True)
