@@ -27,8 +27,11 @@ import pytest
 from kubernetes.client import ApiClient
 
 from reconciler.daemon.loop import Daemon
+from reconciler.errors import ReconcilerError
 from reconciler.git.store import clone_bare
 from reconciler.kube.client import KubeClient
+from reconciler.load.loader import load_cluster
+from reconciler.load.readers import WorkTree
 from reconciler.reconcile import SYSTEM_NAMESPACE
 
 from conftest import (
@@ -162,6 +165,19 @@ def test_a_local_repo_is_applied_when_its_refs_change(committed: LiveEnv, api_cl
     applied(api_client, committed, second, "the new commit applied", timeout=60)
     assert kubernetes.client.AppsV1Api(api_client).read_namespaced_deployment(
         "catalog", committed.shop()).spec.replicas == 2
+
+
+def test_a_linked_worktree_is_followed_through_the_refs_it_shares(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running],
+        tmp_path: Path) -> None:
+    linked = tmp_path / "linked"
+    subprocess.run(["git", "-C", str(committed.repo), "worktree", "add", "-q", "-b", "linked",
+                    str(linked)], check=True)
+    daemons(linked, committed, api_client)
+    applied(api_client, committed, commit_of(linked), "the first commit applied")
+    scale_catalog(linked, 2)
+    second = commit_all(linked, "scale catalog")
+    applied(api_client, committed, second, "the new commit applied", timeout=60)
 
 
 def test_the_daemon_heals_drift_every_interval(committed: LiveEnv, api_client: ApiClient,
@@ -357,3 +373,21 @@ def test_an_unknown_cluster_stops_the_daemon_at_once_naming_the_clusters(repo: P
         assert started.returncode == 1
         assert started.stderr.strip().splitlines()[-1] == (
             f"error: unknown cluster {name!r} (clusters: nonprod-eu, prod-eu, prod-us)")
+
+
+def test_the_start_up_context_comes_from_the_cluster_file_alone(repo: Path) -> None:
+    edit(repo, "clusters/prod-eu.yaml", "context: prod-eu", "context: eu-admin")
+    edit(repo, "clusters/prod-us.yaml", "name: prod-us", "name: prod-usa")
+    (repo / "clusters/nonprod-eu.yaml").unlink()
+    (repo / "clusters/nonprod-eu.yaml").mkdir()
+    (repo / "organization.yaml").unlink()
+    tree = WorkTree(repo)
+    cluster, problems = load_cluster(tree, "prod-eu")
+    assert cluster is not None and cluster.context == "eu-admin" and not problems
+    renamed, problems = load_cluster(tree, "prod-us")
+    assert renamed is not None and renamed.context == "prod-us", "still the file's context"
+    assert [p.message for p in problems] == ["name 'prod-usa' does not match the file name "
+                                             "'prod-us'"]
+    with pytest.raises(ReconcilerError, match=r"unknown cluster 'nonprod-eu' \(clusters: "
+                                              r"prod-eu, prod-us\)"):
+        load_cluster(tree, "nonprod-eu")

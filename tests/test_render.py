@@ -271,7 +271,7 @@ def test_out_writes_one_file_per_object_and_never_clobbers(repo: Path, run: Run,
 
 
 def test_out_records_the_commit_rendered_and_whether_the_work_tree_differed(
-        repo: Path, run: Run, tmp_path: Path) -> None:
+        repo: Path, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     head = pygit2.Repository(str(repo)).head.target
     assert run("render", "--env", "production", "--out", str(tmp_path / "a")).exit_code == 0
     assert (tmp_path / "a/.reconciler-render").read_text().startswith(f"# production {head}\n")
@@ -282,6 +282,12 @@ def test_out_records_the_commit_rendered_and_whether_the_work_tree_differed(
         f"# production {head}-dirty\n")
     assert run("render", "--env", "production").stdout == printed.replace(
         "replicas: 4", "replicas: 5"), "printed manifests carry no revision"
+
+    def status_not_needed(path: Path) -> bool:
+        raise AssertionError("printing manifests runs no git status")
+
+    monkeypatch.setattr("reconciler.cli.base.is_dirty", status_not_needed)
+    assert run("render", "--env", "production").exit_code == 0
 
 
 def test_out_replaces_what_it_wrote_and_never_deletes_a_users_file(repo: Path, run: Run,

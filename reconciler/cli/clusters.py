@@ -101,11 +101,11 @@ def _cluster_context(repo: Path, cluster: str) -> str | None:
                     extra={"error": str(exc)})
         return None
     found, problems = load_cluster(tree, cluster)
-    if found is not None:
-        return found.context
-    log.warning("the cluster's file does not load; using the default context",
-                extra={"cluster": cluster, "problems": [str(p) for p in problems]})
-    return None
+    if problems:
+        log.warning("the cluster's file has problems" if found else
+                    "the cluster's file does not load; using the default context",
+                    extra={"cluster": cluster, "problems": [str(p) for p in problems]})
+    return found.context if found is not None else None
 
 
 @cli.command("run")

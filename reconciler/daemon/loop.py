@@ -226,9 +226,12 @@ class Daemon:
 
     def _watch_local_repo(self) -> Any:
         """A repo without origin changes on disk: react to its ref updates at once."""
-        git_dir = self.repo / ".git" if (self.repo / ".git").is_dir() else self.repo
-        if "origin" in [r.name for r in open_repository(self.repo).remotes]:
+        repository = open_repository(self.repo)
+        if "origin" in [r.name for r in repository.remotes]:
             return None
+        git_dir = Path(repository.path)  # also right for a linked worktree or a .git file
+        common = git_dir / (git_dir / "commondir").read_text().strip() \
+            if (git_dir / "commondir").is_file() else git_dir
         daemon = self
 
         class Handler(FileSystemEventHandler):
@@ -241,8 +244,10 @@ class Daemon:
 
         # Only HEAD, packed-refs and refs/: every object the loader reads would be an event.
         observer = Observer()
-        observer.schedule(Handler(), str(git_dir), recursive=False)
-        observer.schedule(Handler(), str(git_dir / "refs"), recursive=True)
+        for folder in dict.fromkeys((git_dir.resolve(), common.resolve())):
+            observer.schedule(Handler(), str(folder), recursive=False)
+        if (common / "refs").is_dir():
+            observer.schedule(Handler(), str(common / "refs"), recursive=True)
         observer.daemon = True
         observer.start()
         return observer

@@ -60,15 +60,15 @@ def load_state_and_problems(
 def load_cluster(reader: TreeReader, name: str) -> tuple[Cluster | None, tuple[Problem, ...]]:
     """Only ``clusters/<name>.yaml``, parsed and schema-checked, for a caller that needs
     nothing else (a daemon finding its kubeconfig context before its first full load):
-    the cluster, or None with the file's problems. A missing file is ``ReconcilerError``
-    naming the clusters there are."""
+    the cluster (None if its file does not parse or fails its schema) and the file's
+    problems. A missing file is ``ReconcilerError`` naming the clusters there are."""
     path = cluster_path(name)
     loader = _Loader(reader, Cache("state"))
     try:
         if classify(path)[0] != "Cluster":
             raise KeyError(path)
         document = loader._parse(path, "Cluster")
-    except (KeyError, OSError):
+    except (KeyError, OSError, ValueError):  # missing, or a folder where a file should be
         names = sorted(groups[0] for entry, _ in reader.entries()
                        for kind, groups in [classify(entry)] if kind == "Cluster")
         raise ReconcilerError(f"unknown cluster {name!r} (clusters: {', '.join(names)})") \
@@ -76,9 +76,7 @@ def load_cluster(reader: TreeReader, name: str) -> tuple[Cluster | None, tuple[P
     if document is None:
         return None, tuple(loader.problems)
     loader._same_name(path, document.data["name"], name, "file name")
-    if loader.problems:
-        return None, tuple(loader.problems)
-    return parse.cluster(document.data, path), ()
+    return parse.cluster(document.data, path), tuple(loader.problems)
 
 
 class _Loader:

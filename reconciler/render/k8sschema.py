@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
+from importlib.resources import files
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import ReconcilerError
 
 if TYPE_CHECKING:
     import jsonschema
@@ -32,11 +35,18 @@ _DEFINITIONS = "/api/_definitions.json"
 
 
 @cache
-def _folder() -> Path:
-    # Found without importing the package: its own validator pulls in python-jsonschema.
+def _folder() -> Any:
+    # Found without importing the package where it is a folder on disk: importing it pulls
+    # in python-jsonschema. Elsewhere (a zip) through importlib.resources.
     spec = find_spec("kubernetes_validate")
-    assert spec is not None and spec.submodule_search_locations, "kubernetes-validate missing"
-    return Path(spec.submodule_search_locations[0]) / "kubernetes-json-schema" / _SCHEMA_DIR
+    if spec is None:
+        raise ReconcilerError("the kubernetes-validate package is not installed: reinstall "
+                              "the reconciler with its dependencies")
+    for location in spec.submodule_search_locations or ():
+        folder = Path(location) / "kubernetes-json-schema" / _SCHEMA_DIR
+        if folder.is_dir():
+            return folder
+    return files("kubernetes_validate") / "kubernetes-json-schema" / _SCHEMA_DIR
 
 
 @cache
