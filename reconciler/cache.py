@@ -19,6 +19,7 @@ import hashlib
 import marshal
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,24 @@ class Cache:
     @classmethod
     def at_home(cls, name: str) -> Cache:
         return cls(name, cache_home())
+
+    @classmethod
+    def restored(cls, name: str, exported: bytes | None) -> Cache:
+        """An in-memory cache holding what ``export`` gave (empty if nothing or garbage)."""
+        cache = cls(name)
+        try:
+            entries = marshal.loads(zlib.decompress(exported)) if exported else {}
+        except (zlib.error, EOFError, ValueError, TypeError):
+            entries = {}
+        cache._entries = {k: v for k, v in entries.items()
+                          if isinstance(k, str) and isinstance(v, bytes)} \
+            if isinstance(entries, dict) else {}
+        return cache
+
+    def export(self) -> bytes:
+        """What was asked for or added since the last ``forget_unused``, compressed: to hand
+        this cache to another process (``restored``)."""
+        return zlib.compress(marshal.dumps(self._used), 1)
 
     def get(self, key: str) -> Any:
         """The value stored under ``key``, or None."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,12 @@ from reconciler.kube.manager import (
 )
 from reconciler.kube.watch import LiveCache
 from reconciler.load.verifications import line_records, publish_records, read_records
-from reconciler.model.kinds import TASK_TYPES, Release, State
-from reconciler.model.names import LABEL_PREFIX, MANAGED_BY, namespace_name, workload_name
+from reconciler.model.kinds import State
+from reconciler.model.names import LABEL_PREFIX, MANAGED_BY
 from reconciler.model.names import SYSTEM_NAMESPACE as SYSTEM_NAMESPACE
 from reconciler.model.verification import Verification, observe
-from reconciler.render.engine import MASK, Decrypt, Rendered, release_ids, render_environment
+from reconciler.render.engine import MASK, Decrypt, Rendered, render_environment
+from reconciler.render.workloads import VerificationTarget, workload_ref
 from reconciler.yamlio import dump_manifests
 
 
@@ -76,19 +77,22 @@ def read_inventory(client: KubeClient, environment: str) -> Inventory:
 
 
 def apply_environment(state: State, environment: str, cluster: str, client: KubeClient, *,
-                      decrypt: Decrypt, prune: bool = True, allow_empty: bool = False,
-                      dry_run: bool = False, wait: bool = False, timeout: float = 300,
-                      force_conflicts: bool = False,
-                      cancelled: Callable[[], bool] = lambda: False,
-                      rendered: Rendered | None = None, live: LiveCache | None = None,
-                      cache: Cache | None = None) -> Result:
-    """Render ``environment`` for ``cluster`` (or take ``rendered``, its render at this
-    state), apply it, prune what left it, and optionally wait for health. ``live``: read
-    the live objects from this watch cache instead of listing them; ``cache``: the render
-    cache."""
-    if rendered is None:
-        rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt,
-                                      cache=cache, documents=False)
+                      decrypt: Decrypt, cache: Cache | None = None, **options: Any) -> Result:
+    """Render ``environment`` for ``cluster`` and ``apply_rendered`` it; ``cache``: the
+    render cache."""
+    rendered = render_environment(state, environment, cluster=cluster, decrypt=decrypt,
+                                  cache=cache, documents=False)
+    return apply_rendered(environment, cluster, client, rendered, **options)
+
+
+def apply_rendered(environment: str, cluster: str, client: KubeClient, rendered: Rendered, *,
+                   prune: bool = True, allow_empty: bool = False, dry_run: bool = False,
+                   wait: bool = False, timeout: float = 300, force_conflicts: bool = False,
+                   cancelled: Callable[[], bool] = lambda: False,
+                   live: LiveCache | None = None) -> Result:
+    """Apply ``rendered`` (an environment's render for ``cluster``), prune what left it, and
+    optionally wait for health. ``live``: read the live objects from this watch cache instead
+    of listing them."""
     objects = list(rendered.objects)
     previous = read_inventory(client, environment)
     current = inventory.new(objects)
@@ -189,36 +193,25 @@ def live_health(state: State, environment: str, client: KubeClient
     return found
 
 
-def workload_ref(state: State, release: Release) -> ObjectRef:
-    """The object whose health is a release line's: its Deployment, or a task's CronJob."""
-    component = state.components[(release.project, release.component)]
-    kind, api_version = (("CronJob", "batch/v1") if component.type in TASK_TYPES
-                         else ("Deployment", "apps/v1"))
-    line = state.line_suffix(*release.key[:3], release.major)
-    return ObjectRef(api_version, kind, namespace_name(release.project, release.environment),
-                     workload_name(component.name, line))
-
-
-def record_verifications(repo: Path, cluster: str, state: State, environment: str,
-                         commit: str, health: Mapping[ObjectRef, Health],
+def record_verifications(repo: Path, cluster: str, targets: Iterable[VerificationTarget],
+                         environment: str, commit: str, health: Mapping[ObjectRef, Health],
                          now: datetime.datetime) -> list[Verification]:
     """Record in the state repo's remote what ``cluster`` saw of each release line's health
     in ``environment`` after an apply with a health wait; returns the records that changed."""
     records = read_records(repo, fetch=True)
-    ids = release_ids(state, environment)
     changed: dict[tuple[str, str], Verification] = {}
-    for release in state.releases_in(environment):
-        seen = health.get(workload_ref(state, release))
+    for target in targets:
+        seen = health.get(target.workload)
         if seen is None:
             continue
-        line = state.line_suffix(*release.key[:3], release.major)
-        previous = line_records(records, environment, release.ref, line).get(cluster)
+        previous = line_records(records, environment, target.component, target.line).get(
+            cluster)
         record = observe(previous, cluster=cluster, environment=environment,
-                         component=release.ref, release=ids.get(release.key[1:], ""),
-                         image=release.image, state_commit=commit, health=seen.status, now=now,
-                         line=line)
+                         component=target.component, release=target.release,
+                         image=target.image, state_commit=commit, health=seen.status, now=now,
+                         line=target.line)
         if record is not None:
-            changed[(release.ref, line)] = record
+            changed[(target.component, target.line)] = record
     if changed:
         publish_records(repo, cluster, {f"{ref}@{line}": r for (ref, line), r in changed.items()},
                         f"verify {environment} on {cluster}: "

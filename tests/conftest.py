@@ -299,11 +299,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
 SECRET = b"webhook-secret"
 
 
-def keys_of(live: LiveEnv) -> Callable[[], list[Any]]:
-    """The daemon's age keys: the one the example's development secrets are encrypted to."""
-    return lambda: sops.identities(live.age_key)
-
-
 class Running:
     """A daemon on its own thread, with its HTTP endpoints, as an operator sees it."""
 

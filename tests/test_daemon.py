@@ -42,7 +42,6 @@ from conftest import (
     commit_all,
     commit_and_push,
     edit,
-    keys_of,
     status_of,
     wait_for,
 )
@@ -57,7 +56,7 @@ def daemons() -> Iterator[Callable[..., Running]]:
     def start(repo: Path, live: LiveEnv, api_client: ApiClient, interval: float = HOUR,
               identity: str = "replica", secret: bytes | Path = SECRET,
               wait_timeout: float = 60) -> Running:
-        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), keys_of(live),
+        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), live.age_key,
                         interval=interval, identity=identity, wait_timeout=wait_timeout,
                         lease_name=f"lease-{live.name}", webhook_secret=secret)
         running.append(Running(daemon))

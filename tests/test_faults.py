@@ -43,7 +43,6 @@ from conftest import (
     commit_and_push,
     controlplane_module,
     edit,
-    keys_of,
     wait_for,
 )
 
@@ -142,7 +141,7 @@ class Scenario:
 
     def replica(self, identity: str) -> Running:
         daemon = Daemon(self.follower(identity), "nonprod-eu",
-                        KubeClient(self.plane.client()), keys_of(self.live),
+                        KubeClient(self.plane.client()), self.live.age_key,
                         interval=DRIFT_INTERVAL, identity=identity, wait_timeout=HOUR,
                         lease_name=self.lease)
         return Running(daemon)

@@ -43,7 +43,6 @@ from conftest import (
     Running,
     commit_all,
     edit,
-    keys_of,
     wait_for,
     write,
 )
@@ -310,7 +309,7 @@ def test_a_scheduled_task_run_by_the_cronjob_controller_is_recorded_and_counted_
     commit_all(live.repo, "invoice-run every minute")
     release = release_of(live, "invoice-run")
     # The daemon applies the environment, then records tasks on every pass (one each 5 s).
-    daemon = Running(Daemon(live.repo, "nonprod-eu", KubeClient(api_client), keys_of(live),
+    daemon = Running(Daemon(live.repo, "nonprod-eu", KubeClient(api_client), live.age_key,
                             interval=5, wait_timeout=60, lease_name=f"lease-{live.name}"))
     try:
         # The CronJob controller starts it at the next minute; the daemon counts it.

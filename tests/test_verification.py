@@ -43,7 +43,6 @@ from conftest import (
     commit_and_push,
     edit,
     file_at,
-    keys_of,
     refs,
     status_of,
     tip,
@@ -280,7 +279,7 @@ def daemons_for(team: Team, api_client: ApiClient) -> Iterator[Callable[[Path], 
     running: list[Running] = []
 
     def start(repo: Path) -> Running:
-        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), keys_of(team.live),
+        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), team.live.age_key,
                         interval=3600, wait_timeout=60, lease_name=f"lease-{team.live.name}")
         running.append(Running(daemon))
         return running[-1]

@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 
 from reconciler.cache import Cache
-from reconciler.cli.base import KUBECONFIG, age_keys, cli, decryptor, output_option, print_rows, state_of
+from reconciler.cli.base import KUBECONFIG, cli, decryptor, output_option, print_rows, state_of
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.git.store import GitTree, clone_bare, follow
 from reconciler.kube.client import connect
 from reconciler.load.loader import load_cluster
 from reconciler.reconcile import apply_clusters, diff_clusters, record_verifications
+from reconciler.render.workloads import verification_targets
 
 
 @cli.command("apply")
@@ -52,7 +53,8 @@ def apply_command(ctx: click.Context, environment: str, cluster: str | None, dry
     if wait and not dry_run:
         for result in results:
             try:
-                record_verifications(ctx.obj["repo"], result.cluster, state, environment,
+                record_verifications(ctx.obj["repo"], result.cluster,
+                                     verification_targets(state, environment), environment,
                                      result.revision, result.health,
                                      datetime.datetime.now(datetime.UTC))
             except ReconcilerError as exc:
@@ -152,7 +154,7 @@ def run_command(ctx: click.Context, cluster: str, interval: float, listen: str,
 
     json_logging()
     context = _cluster_context(repo, cluster)
-    daemon = Daemon(repo, cluster, connect(context, kubeconfig), lambda: age_keys(ctx),
+    daemon = Daemon(repo, cluster, connect(context, kubeconfig), ctx.obj["age_key_file"],
                     interval=interval, lease=(lease_duration, renew_deadline, retry_period),
                     webhook_secret=webhook_secret_file)
     servers = [daemon.serve(listen, webhook=webhook_listen is None)]

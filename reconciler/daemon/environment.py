@@ -15,35 +15,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from reconciler import sops, tasks
-from reconciler.cache import Cache
+from reconciler import tasks
 from reconciler.daemon.memory import release_free_memory
 from reconciler.daemon.metrics import Metrics, log
+from reconciler.daemon.prepare import PreparedEnvironment
 from reconciler.errors import ReconcilerError
 from reconciler.kube.client import KubeClient, WriteRefused
 from reconciler.kube.watch import LiveCache
-from reconciler.model.kinds import TASK_TYPES, State
+from reconciler.model.kinds import Component
 from reconciler.model.names import MANAGED_BY
 from reconciler.reconcile import (
     SYSTEM_NAMESPACE,
     Result,
-    apply_environment,
+    apply_rendered,
     record_verifications,
 )
-from reconciler.render.engine import PackedRender, render_environment
 
 MAX_BACKOFF = 300.0
 
 
 @dataclass(frozen=True)
 class Offer:
-    """What to apply: the state at a commit, or the problems that keep it from applying."""
+    """What to apply: the environment rendered at a commit, or why it can't be."""
 
     commit: str
-    state: State
-    problems: tuple[str, ...] = ()
+    prepared: PreparedEnvironment
 
 
 class EnvironmentWorker:
@@ -54,7 +51,7 @@ class EnvironmentWorker:
     after a failure only once its backoff ends (or a newer commit arrives)."""
 
     def __init__(self, environment: str, cluster: str, client: KubeClient,
-                 decrypt_keys: Callable[[], Any], metrics: Metrics, wait_timeout: float,
+                 metrics: Metrics, wait_timeout: float,
                  may_write: Callable[[], bool], repo: Path, interval: float,
                  live: LiveCache | None = None) -> None:
         self.repo = repo
@@ -65,7 +62,6 @@ class EnvironmentWorker:
         self.environment = environment
         self.cluster = cluster
         self.client = client
-        self.decrypt_keys = decrypt_keys
         self.metrics = metrics
         self.wait_timeout = wait_timeout
         self.may_write = may_write
@@ -79,12 +75,8 @@ class EnvironmentWorker:
         self.retry_at = 0.0
         self.finished_at = 0.0
         self._offer: Offer | None = None
-        self._rendered: tuple[str, PackedRender] | None = None
-        """The objects of the commit last rendered, packed: a drift check of the same commit
-        reuses them instead of rendering again."""
-        self._render_cache = Cache("render")
-        """The last render's template folders, in memory: a new commit runs the templates
-        only of the releases it changed."""
+        self._counted = ""
+        """The commit whose render the metrics counted."""
         self._attempted = ""
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -124,8 +116,8 @@ class EnvironmentWorker:
                     and time.monotonic() < self.finished_at + self.interval:
                 continue  # applied, healthy, recorded: the next drift check is not due yet
             self._attempted = offer.commit
-            if offer.problems:
-                self._failed(offer.commit, offer.problems[0], offer.problems)
+            if offer.prepared.rendered is None:
+                self._failed(offer.commit, offer.prepared.error, offer.prepared.problems)
                 continue
             try:
                 self._reconcile(offer)
@@ -161,40 +153,30 @@ class EnvironmentWorker:
     def _reconcile(self, offer: Offer) -> None:
         started = time.monotonic()
         new_commit = self.applied != offer.commit
-        if self._rendered is None or self._rendered[0] != offer.commit:
-            self._rendered = None  # the previous commit's objects are not kept beside these
-            rendered = render_environment(
-                offer.state, self.environment, cluster=self.cluster,
-                decrypt=sops.decryptor(self.decrypt_keys, self.environment),
-                cache=self._render_cache, documents=False)
-            self._render_cache.forget_unused()
+        prepared = offer.prepared
+        assert prepared.rendered is not None
+        rendered = prepared.rendered.unpack()
+        if self._counted != offer.commit:
+            self._counted = offer.commit
             units = self.metrics.render_units
             units.labels(self.environment, "templates").inc(rendered.units_rendered)
             units.labels(self.environment, "reused").inc(rendered.units_cached)
-            self._rendered = (offer.commit, rendered.pack())
-        else:
-            rendered = self._rendered[1].unpack()
-        result = apply_environment(
-            offer.state, self.environment, self.cluster, self.client,
-            decrypt=sops.decryptor(self.decrypt_keys, self.environment),
+        result = apply_rendered(
+            self.environment, self.cluster, self.client, rendered,
             wait=new_commit or not self.healthy, timeout=self.wait_timeout,
             force_conflicts=True, cancelled=lambda: self._superseded(offer.commit),
-            rendered=rendered, live=self.live)
+            live=self.live)
+        del rendered
         self._observe(offer.commit, result, new_commit, time.monotonic() - started)
         if result.health and not self._superseded(offer.commit):
             self.healthy = self._verify(offer, result) and \
                 all(h.status == "Healthy" for h in result.health.values())
-        self._record_tasks(offer.state)
+        self._record_tasks(prepared.tasks)
 
-    def _record_tasks(self, state: State) -> None:
+    def _record_tasks(self, components: tuple[Component, ...]) -> None:
         """Record each task's finished executions before Kubernetes deletes their Jobs, and
         count them. A record that can't be written is logged; the pass carries on."""
         now = datetime.datetime.now(datetime.UTC)
-        components = list({component.ref: component
-                           for release in state.releases_in(self.environment)
-                           if (component := state.components.get((release.project,
-                                                                  release.component)))
-                           is not None and component.type in TASK_TYPES}.values())
         if not components:
             return
         try:
@@ -230,7 +212,7 @@ class EnvironmentWorker:
         if not self.may_write():
             return False  # one writer per cluster: the leader
         try:
-            changed = record_verifications(self.repo, self.cluster, offer.state,
+            changed = record_verifications(self.repo, self.cluster, offer.prepared.targets,
                                            self.environment, offer.commit, result.health,
                                            datetime.datetime.now(datetime.UTC))
         except ReconcilerError as exc:

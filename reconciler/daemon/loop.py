@@ -14,7 +14,6 @@ import http.server
 import os
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,29 +22,19 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler import __version__
-from reconciler.cache import Cache
 from reconciler.daemon.environment import MAX_BACKOFF, EnvironmentWorker, Offer
 from reconciler.daemon.http import serve
 from reconciler.daemon.memory import release_free_memory
 from reconciler.daemon.metrics import Metrics, log
-from reconciler.errors import Problem, ReconcilerError
-from reconciler.git.store import GitTree, follow, open_repository
+from reconciler.daemon.prepare import Prepared, prepare_in_child
+from reconciler.errors import ReconcilerError
+from reconciler.git.store import follow, open_repository
 from reconciler.kube.client import KubeClient
 from reconciler.kube.lease import LeaderElection
 from reconciler.kube.manager import live_cache
-from reconciler.load.loader import load_state_and_problems
-from reconciler.model.kinds import State
-from reconciler.model.paths import classify
 from reconciler.reconcile import SYSTEM_NAMESPACE, ensure_system_namespace
 
 _WRITES = ("created", "modified", "moved", "deleted")
-
-
-def _environment_of(path: str) -> str:
-    """The environment a problem's file belongs to ('' for files every environment uses)."""
-    kind, names = classify(path)
-    return names[0] if kind in ("Environment", "Release", "Config", "Secrets") and \
-        path.startswith("environments/") else ""
 
 
 @dataclass
@@ -53,7 +42,9 @@ class Daemon:
     repo: Path
     cluster: str
     client: KubeClient
-    decrypt_keys: Callable[[], Any]
+    age_key_file: Path | None = None
+    """Where the age keys of secrets are, besides $SOPS_AGE_KEY, $SOPS_AGE_KEY_FILE and
+    ~/.config/sops/age/keys.txt (as sops finds them)."""
     interval: float = 180.0
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     wait_timeout: float = 300.0
@@ -82,10 +73,8 @@ class Daemon:
         self.is_leader = False
         self.workers: dict[str, EnvironmentWorker] = {}
         self.seen_tip = ""
-        self._loaded: tuple[str, State, tuple[Problem, ...]] | None = None
-        """The last commit loaded and what it held: an unchanged tip is not loaded again."""
-        self._files = Cache("state")
-        """Parsed state files of the last commit loaded, kept in memory only."""
+        self._prepared: Prepared | None = None
+        """The last commit loaded and rendered: an unchanged tip is not loaded again."""
         self.failures = 0
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
@@ -161,38 +150,38 @@ class Daemon:
             commit = follow(self.repo)
             self.seen_tip = commit
             ensure_system_namespace(self.writer)
-            state, problems = self._load(commit)
+            prepared = self._prepare(commit)
         except ReconcilerError as exc:
             return self._failed("", str(exc))
-        by_environment: dict[str, list[str]] = {}
-        for problem in problems:
-            by_environment.setdefault(_environment_of(problem.path), []).append(str(problem))
-        if by_environment.get(""):
+        if prepared.problems:
             return self._failed(commit, f"the state at {commit[:12]} is invalid: "
-                                f"{by_environment[''][0]}", by_environment[""])
+                                f"{prepared.problems[0]}", list(prepared.problems))
         self.problem = ""
         self.failures = 0
-        for environment in sorted(name for name, env in state.environments.items()
-                                  if self.cluster in env.clusters):
+        for environment, ready in prepared.environments.items():
             if environment not in self.workers:
                 self.workers[environment] = EnvironmentWorker(
-                    environment, self.cluster, self.writer, self.decrypt_keys, self.metrics,
+                    environment, self.cluster, self.writer, self.metrics,
                     self.wait_timeout, self._may_write, self.repo, self.interval, self.live)
-            self.workers[environment].offer(
-                Offer(commit, state, tuple(by_environment.get(environment, ()))))
+            self.workers[environment].offer(Offer(commit, ready))
         self.ready.set()
         return self.interval
 
-    def _load(self, commit: str) -> tuple[State, tuple[Problem, ...]]:
-        """The state at ``commit``: the last one again if the tip did not move, else loaded
-        parsing only the files that changed since the previous commit."""
-        if self._loaded is None or self._loaded[0] != commit:
-            self._loaded = None
-            self._loaded = (commit, *load_state_and_problems(GitTree(self.repo, commit),
-                                                             self._files))
-            self._files.forget_unused()
+    def _prepare(self, commit: str) -> Prepared:
+        """``commit`` loaded and rendered by a child process (see ``prepare``): the last
+        one again if the tip did not move and it rendered, else made again, loading only the
+        files that changed since the previous commit and rendering only the releases."""
+        previous = self._prepared
+        if previous is None or previous.commit != commit or previous.failed:
+            caches = previous.caches if previous is not None else {}
+            self._prepared = None  # the previous commit's render is not kept beside this one
+            prepared = prepare_in_child(self.repo, commit, self.cluster, self.age_key_file,
+                                        caches)
+            self._prepared = prepared
+            del previous, caches
             release_free_memory()
-        return self._loaded[1], self._loaded[2]
+            return prepared
+        return previous
 
     def _may_write(self) -> bool:
         return self.election.leading() and not self.stopping.is_set()
