@@ -55,8 +55,8 @@ def daemons() -> Iterator[Callable[..., Running]]:
 
     def start(repo: Path, live: LiveEnv, api_client: ApiClient, interval: float = HOUR,
               identity: str = "replica", secret: bytes | Path = SECRET,
-              wait_timeout: float = 60) -> Running:
-        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), live.age_key,
+              wait_timeout: float = 60, age_key: Path | None = None) -> Running:
+        daemon = Daemon(repo, "nonprod-eu", KubeClient(api_client), age_key or live.age_key,
                         interval=interval, identity=identity, wait_timeout=wait_timeout,
                         lease_name=f"lease-{live.name}", webhook_secret=secret)
         running.append(Running(daemon))
@@ -390,3 +390,36 @@ def test_the_start_up_context_comes_from_the_cluster_file_alone(repo: Path) -> N
     with pytest.raises(ReconcilerError, match=r"unknown cluster 'nonprod-eu' \(clusters: "
                                               r"prod-eu, prod-us\)"):
         load_cluster(tree, "nonprod-eu")
+
+
+def test_an_age_key_mounted_after_start_is_used_without_a_new_commit(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running],
+        tmp_path: Path) -> None:
+    key = tmp_path / "age" / "keys.txt"  # as a Secret volume that is mounted late
+    running = daemons(committed.repo, committed, api_client, age_key=key)
+    wait_for(lambda: "cannot read the age key file" in
+             status_of(api_client, committed.name).get("error", ""),
+             "the environment fails for want of its key, and says so")
+    assert running.get("/readyz")[0] == 503
+    key.parent.mkdir()
+    key.write_bytes(committed.age_key.read_bytes())
+    assert running.hook() == 202  # the same commit: only the key changed
+    wait_for(lambda: status_of(api_client, committed.name).get("health") == "Healthy",
+             "the same commit rendered again with the key, and applied")
+    assert status_of(api_client, committed.name)["commit"] == commit_of(committed.repo)
+    assert status_of(api_client, committed.name)["error"] == ""
+
+
+def test_a_load_that_cannot_start_is_reported_and_retried(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new commit is loaded and rendered by a child interpreter (so the daemon keeps
+    only the result); one that cannot start is an error like an unreadable commit."""
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    running = daemons(committed.repo, committed, api_client)
+    wait_for(lambda: "cannot start a process to load" in running.get("/readyz")[1],
+             "readyz says why nothing is applied")
+    monkeypatch.undo()
+    assert running.hook() == 202
+    applied(api_client, committed, commit_of(committed.repo), "applied once the load starts")
+    assert running.get("/readyz")[0] == 200
