@@ -290,6 +290,25 @@ def test_a_daemon_started_on_a_broken_tip_applies_once_it_is_fixed(
     wait_for(lambda: running.get("/readyz")[0] == 200, "ready once applied")
 
 
+def test_a_broken_commit_between_two_good_ones_leaves_the_next_render_incremental(
+        committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
+    running = daemons(committed.repo, committed, api_client)
+    applied(api_client, committed, commit_of(committed.repo), "the first commit applied")
+    label = f'environment="{committed.name}",source='
+    first = running.metric("reconciler_render_units_total", label + '"templates"')
+    edit(committed.repo, "pipelines/standard.yaml", "stages:", "owner: nobody\nstages:")
+    commit_all(committed.repo, "break the state")
+    wait_for(lambda: "pipelines/standard.yaml" in running.get("/readyz")[1],
+             "the broken commit reported")
+    edit(committed.repo, "pipelines/standard.yaml", "owner: nobody\n", "")
+    fixed = commit_all(committed.repo, "fix the state")
+    applied(api_client, committed, fixed, "the fixed commit applied")
+    assert running.metric("reconciler_render_units_total", label + '"templates"') == first + 2, \
+        "only checkout's folders ran again (its decrypted secret is never kept): the caches " \
+        "outlived the commit that did not load"
+    assert running.metric("reconciler_render_units_total", label + '"reused"') == first - 2
+
+
 def test_a_broken_environment_does_not_block_the_others(
         committed: LiveEnv, api_client: ApiClient, daemons: Callable[..., Running]) -> None:
     running = daemons(committed.repo, committed, api_client)

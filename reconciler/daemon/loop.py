@@ -75,6 +75,8 @@ class Daemon:
         self.seen_tip = ""
         self._prepared: Prepared | None = None
         """The last commit loaded and rendered: an unchanged tip is not loaded again."""
+        self._caches: dict[str, bytes] = {}
+        """The parse and render caches the last load left (kept when a load fails)."""
         self.failures = 0
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
@@ -170,18 +172,19 @@ class Daemon:
     def _prepare(self, commit: str) -> Prepared:
         """``commit`` loaded and rendered by a child process (see ``prepare``): the last
         one again if the tip did not move and it rendered, else made again, loading only the
-        files that changed since the previous commit and rendering only the releases."""
+        files that changed since the previous commit and rendering only the releases it
+        changed."""
         previous = self._prepared
-        if previous is None or previous.commit != commit or previous.failed:
-            caches = previous.caches if previous is not None else {}
-            self._prepared = None  # the previous commit's render is not kept beside this one
-            prepared = prepare_in_child(self.repo, commit, self.cluster, self.age_key_file,
-                                        caches)
-            self._prepared = prepared
-            del previous, caches
-            release_free_memory()
-            return prepared
-        return previous
+        if previous is not None and previous.commit == commit and not previous.failed:
+            return previous
+        self._prepared = None  # the previous commit's render is not kept beside the next
+        del previous
+        prepared = prepare_in_child(self.repo, commit, self.cluster, self.age_key_file,
+                                    self._caches)
+        self._caches = prepared.caches
+        self._prepared = prepared
+        release_free_memory()
+        return prepared
 
     def _may_write(self) -> bool:
         return self.election.leading() and not self.stopping.is_set()

@@ -3,8 +3,8 @@
 Loading and rendering 10,000 objects makes and drops hundreds of thousands of small Python
 objects. Done in the daemon, they sit among the objects it keeps, and Python's allocator can
 hand back none of the arenas that hold both: a daemon that had applied 10,008 objects stayed
-near 270 MiB. So a fresh interpreter does that work (``python -m reconciler.daemon.prepare``,
-a request on stdin, the answer on stdout) and exits, and its memory goes with it. What comes
+near 270 MiB. So a fresh interpreter of this installation does that work (with the daemon's
+``sys.path``; a request on stdin, the answer on stdout) and exits, and its memory goes with it. What comes
 back is only what a pass needs for each environment of the cluster: the packed render, the
 verification targets, the task components and the problems, plus the caches that keep the
 next commit's load and render incremental.
@@ -12,7 +12,6 @@ next commit's load and render incremental.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import reconciler
 from reconciler import sops
 from reconciler.cache import Cache
 from reconciler.errors import ReconcilerError
@@ -83,7 +81,7 @@ def prepare(repo: Path, commit: str, cluster: str, age_key_file: Path | None,
     """Load ``commit`` and render each environment of ``cluster``, in this process."""
     files = Cache.restored(STATE_CACHE, caches.get(STATE_CACHE))
     state, problems = load_state_and_problems(GitTree(repo, commit), files)
-    exported = {STATE_CACHE: files.export()}
+    exported = {**caches, STATE_CACHE: files.export()}  # a render cache unused: kept as is
     by_environment: dict[str, list[str]] = {}
     for problem in problems:
         by_environment.setdefault(_environment_of(problem.path), []).append(str(problem))
@@ -135,14 +133,9 @@ def prepare_in_child(repo: Path, commit: str, cluster: str, age_key_file: Path |
     """``prepare`` in a fresh interpreter of this installation. Its errors are raised here as
     the same message; a child that dies says how."""
     request = pickle.dumps(_Request(repo, commit, cluster, age_key_file, caches))
-    package_root = str(Path(reconciler.__file__).resolve().parent.parent)
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])
     try:
-        child = subprocess.run([sys.executable, "-m", "reconciler.daemon.prepare"],
-                               input=request, stdout=subprocess.PIPE, env=environment,
-                               check=False)
+        child = subprocess.run([sys.executable, "-c", _CHILD, *sys.path], input=request,
+                               stdout=subprocess.PIPE, check=False)
     except OSError as exc:
         raise ReconcilerError(f"cannot start a process to load {commit[:12]}: {exc}") from None
     try:
@@ -157,19 +150,21 @@ def prepare_in_child(repo: Path, commit: str, cluster: str, age_key_file: Path |
                           f"{child.returncode} (its error is on stderr)")
 
 
-def _main() -> None:
+_CHILD = ("import sys; sys.path[:] = sys.argv[1:]; "
+          "from reconciler.daemon.prepare import main; main()")
+"""The child's program: the daemon's module path, so the same code loads and renders."""
+
+
+def main() -> None:
+    """The child: a request on stdin, the pickled answer on stdout (anything else a library
+    prints goes to stderr, so it can't garble the answer)."""
+    answer = sys.stdout.buffer
+    sys.stdout = sys.stderr
     request = pickle.loads(sys.stdin.buffer.read())
     try:
         outcome: Prepared | str = prepare(request.repo, request.commit, request.cluster,
                                           request.age_key_file, request.caches)
     except ReconcilerError as exc:
         outcome = str(exc)
-    sys.stdout.buffer.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
-
-
-if __name__ == "__main__":
-    # Under its own name, so what is pickled names this module, not __main__.
-    from reconciler.daemon.prepare import _main as main
-
-    main()
+    answer.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    answer.flush()
