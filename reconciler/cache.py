@@ -100,8 +100,8 @@ class Cache:
         return cache
 
     def export(self) -> bytes:
-        """What was asked for or added since the last ``forget_unused``, compressed: to hand
-        this cache to another process (``restored``)."""
+        """What was asked for or added, compressed: what the next run needs, to hand to
+        another process (``restored``)."""
         return zlib.compress(marshal.dumps(self._used), 1)
 
     def get(self, key: str) -> Any:
@@ -129,12 +129,6 @@ class Cache:
         if self._used.get(key) != encoded:
             self._used[key] = encoded
             self._added += 1
-
-    def forget_unused(self) -> None:
-        """Keep only what was asked for or added since the last call, so a cache that lives
-        as long as the daemon stays the size of one load or render."""
-        self._entries = self._used
-        self._used = {}
 
     def save(self) -> None:
         """Write the pack if anything was added: this run's entries first, then the older

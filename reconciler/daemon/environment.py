@@ -45,7 +45,7 @@ class Offer:
 
 class EnvironmentWorker:
     """Applies the newest offered commit of one environment: at once when the commit is new
-    (rendered once), again as a drift check of the same objects an interval after its
+    (rendered by the daemon's child process), again as a drift check of the same objects an interval after its
     previous pass ended (or on any offer while
     its last health wait found something unhealthy or its records were not published), and
     after a failure only once its backoff ends (or a newer commit arrives)."""
@@ -77,7 +77,9 @@ class EnvironmentWorker:
         self._offer: Offer | None = None
         self._counted = ""
         """The commit whose render the metrics counted."""
-        self._attempted = ""
+        self._attempted: PreparedEnvironment | None = None
+        """What was last tried: after a failure it is tried again once its backoff ends (a
+        render-less one not at all); what the daemon prepared anew is tried at once."""
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -109,20 +111,20 @@ class EnvironmentWorker:
                 offer = self._offer
             if offer is None or self._stopping.is_set() or not self.may_write():
                 continue
-            if self.failing and offer.commit == self._attempted \
-                    and time.monotonic() < self.retry_at:
-                continue  # still backing off, and nothing new to try
+            if self.failing and offer.prepared is self._attempted and (
+                    offer.prepared.rendered is None or time.monotonic() < self.retry_at):
+                continue  # still backing off, or nothing to try until the daemon renders again
             if not self.failing and self.healthy and offer.commit == self.applied \
                     and time.monotonic() < self.finished_at + self.interval:
                 continue  # applied, healthy, recorded: the next drift check is not due yet
-            self._attempted = offer.commit
+            self._attempted = offer.prepared
             if offer.prepared.rendered is None:
                 self._failed(offer.commit, offer.prepared.error, offer.prepared.problems)
                 continue
             try:
                 self._reconcile(offer)
             except WriteRefused as exc:
-                self._attempted = ""  # not a failure: the next leader (maybe this) applies
+                self._attempted = None  # not a failure: the next leader (maybe this) applies
                 log.warning("stopped writing", extra={"environment": self.environment,
                                                       "error": str(exc)})
             except ReconcilerError as exc:
@@ -137,6 +139,11 @@ class EnvironmentWorker:
         """How long until the next pass is due without a new commit: a retry after a
         failure, else the next drift check of the applied commit (None: only a new offer)."""
         if self.failing:
+            with self._lock:
+                offer = self._offer
+            if offer is not None and offer.prepared is self._attempted \
+                    and offer.prepared.rendered is None:
+                return None  # the daemon renders it again and offers it anew
             return max(0.0, self.retry_at - time.monotonic())
         if self.applied:
             return max(0.0, self.finished_at + self.interval - time.monotonic())

@@ -78,6 +78,8 @@ class Daemon:
         self._caches: dict[str, bytes] = {}
         """The parse and render caches the last load left (kept when a load fails)."""
         self.failures = 0
+        self.render_failures = 0
+        """Steps in a row whose commit had an environment that could not be rendered."""
         self.problem = ""
         duration, renew_deadline, retry_period = self.lease
         self.election = LeaderElection(self.client, SYSTEM_NAMESPACE,
@@ -167,6 +169,10 @@ class Daemon:
                     self.wait_timeout, self._may_write, self.repo, self.interval, self.live)
             self.workers[environment].offer(Offer(commit, ready))
         self.ready.set()
+        if prepared.failed:  # rendered again at the next step: on a backoff, not the interval
+            self.render_failures += 1
+            return min(self.interval, MAX_BACKOFF, 2.0 ** self.render_failures)
+        self.render_failures = 0
         return self.interval
 
     def _prepare(self, commit: str) -> Prepared:
@@ -180,7 +186,7 @@ class Daemon:
         self._prepared = None  # the previous commit's render is not kept beside the next
         del previous
         prepared = prepare_in_child(self.repo, commit, self.cluster, self.age_key_file,
-                                    self._caches)
+                                    self._caches, cancelled=self.stopping.is_set)
         self._caches = prepared.caches
         self._prepared = prepared
         release_free_memory()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from reconciler.render.engine import PackedRender, render_environment
 from reconciler.render.workloads import VerificationTarget, verification_targets
 
 STATE_CACHE = "state"
+TIMEOUT = 900.0
+"""Seconds a load and render may take before the child is killed and the pass fails."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,10 @@ def prepare(repo: Path, commit: str, cluster: str, age_key_file: Path | None,
             environments[environment] = PreparedEnvironment(environment, None, own[0], own)
             continue
         cache = Cache.restored("render", caches.get(_render_cache(environment)))
-        environments[environment] = _prepare_environment(state, environment, cluster,
-                                                         age_key_file, cache)
-        exported[_render_cache(environment)] = cache.export()
+        prepared = _prepare_environment(state, environment, cluster, age_key_file, cache)
+        environments[environment] = prepared
+        if prepared.rendered is not None:  # a render cut short keeps the cache it had
+            exported[_render_cache(environment)] = cache.export()
     return Prepared(commit, environments, caches=exported)
 
 
@@ -110,6 +114,9 @@ def _prepare_environment(state: State, environment: str, cluster: str,
             cache=cache, documents=False)
     except ReconcilerError as exc:
         return PreparedEnvironment(environment, None, str(exc))
+    except Exception as exc:  # a bug: only its type, a message may hold secrets
+        return PreparedEnvironment(environment, None, f"rendering {environment} failed "
+                                   f"unexpectedly ({type(exc).__name__}); nothing was applied")
     tasks = tuple({component.ref: component
                    for release in state.releases_in(environment)
                    if (component := state.components.get((release.project,
@@ -129,25 +136,44 @@ class _Request:
 
 
 def prepare_in_child(repo: Path, commit: str, cluster: str, age_key_file: Path | None,
-                     caches: Mapping[str, bytes]) -> Prepared:
+                     caches: Mapping[str, bytes], cancelled: Callable[[], bool] = lambda: False,
+                     timeout: float = TIMEOUT) -> Prepared:
     """``prepare`` in a fresh interpreter of this installation. Its errors are raised here as
-    the same message; a child that dies says how."""
+    the same message; a child that dies, hangs past ``timeout`` or is ``cancelled`` (checked
+    every second) is killed and reported. The child has a session of its own, so a Ctrl-C
+    meant for the daemon reaches the daemon only."""
     request = pickle.dumps(_Request(repo, commit, cluster, age_key_file, caches))
     try:
-        child = subprocess.run([sys.executable, "-c", _CHILD, *sys.path], input=request,
-                               stdout=subprocess.PIPE, check=False)
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, *sys.path],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 start_new_session=True)
     except OSError as exc:
         raise ReconcilerError(f"cannot start a process to load {commit[:12]}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    pending: bytes | None = request
+    while True:
+        try:
+            output, _ = child.communicate(pending, timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            pending = None  # already handed over: communicate keeps feeding it
+            if cancelled() or time.monotonic() > deadline:
+                child.kill()
+                child.communicate()
+                raise ReconcilerError(
+                    f"stopped loading {commit[:12]}" if cancelled() else
+                    f"loading {commit[:12]} took more than {timeout:.0f} s; stopped") from None
     try:
-        outcome = pickle.loads(child.stdout) if child.returncode == 0 else None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
+        outcome = pickle.loads(output) if child.returncode == 0 else None
+    except Exception:  # garbage on the pipe is a failed child, never a crash
         outcome = None
     if isinstance(outcome, Prepared):
         return outcome
     if isinstance(outcome, str):
         raise ReconcilerError(outcome)
-    raise ReconcilerError(f"the process loading {commit[:12]} exited with status "
-                          f"{child.returncode} (its error is on stderr)")
+    how = (f"was killed by signal {-child.returncode}" if child.returncode < 0 else
+           f"exited with status {child.returncode}")
+    raise ReconcilerError(f"the process loading {commit[:12]} {how} (see the daemon's stderr)")
 
 
 _CHILD = ("import sys; sys.path[:] = sys.argv[1:]; "
@@ -166,5 +192,7 @@ def main() -> None:
                                           request.age_key_file, request.caches)
     except ReconcilerError as exc:
         outcome = str(exc)
+    except Exception as exc:  # a bug: only its type, a message may hold secrets
+        outcome = f"loading {request.commit[:12]} failed unexpectedly ({type(exc).__name__})"
     answer.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
     answer.flush()
