@@ -44,11 +44,11 @@ class Offer:
 
 
 class EnvironmentWorker:
-    """Applies the newest offered commit of one environment: at once when the commit is new
-    (rendered by the daemon's child process), again as a drift check of the same objects an interval after its
-    previous pass ended (or on any offer while
-    its last health wait found something unhealthy or its records were not published), and
-    after a failure only once its backoff ends (or a newer commit arrives)."""
+    """Applies the newest offered commit of one environment, as the daemon's child process
+    rendered it: at once when the commit is new, again as a drift check of the same objects
+    an interval after its previous pass ended (or on any offer while its last health wait
+    found something unhealthy or its records were not published), and after a failure only
+    once its backoff ends (or the daemon offers something new)."""
 
     def __init__(self, environment: str, cluster: str, client: KubeClient,
                  metrics: Metrics, wait_timeout: float,

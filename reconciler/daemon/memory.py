@@ -1,9 +1,9 @@
 """Hand freed memory back to the system after a pass.
 
-A pass parses, renders and lists thousands of objects and then drops them, but glibc's
-allocator keeps the freed pages in the process. ``malloc_trim`` returns what it can (about
-8 MB after a load and render of 10,000 objects; Python's own arenas stay while any object
-in them lives). Elsewhere (musl, macOS, no ctypes) this does nothing.
+A pass unpacks, applies and compares thousands of objects and then drops them (the load
+and render happen in a child process, see ``prepare``), but glibc's allocator keeps the
+freed pages in the process. ``malloc_trim`` returns what it can (Python's own arenas stay
+while any object in them lives). Elsewhere (musl, macOS, no ctypes) this does nothing.
 """
 
 from __future__ import annotations

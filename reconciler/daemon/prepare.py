@@ -3,11 +3,11 @@
 Loading and rendering 10,000 objects makes and drops hundreds of thousands of small Python
 objects. Done in the daemon, they sit among the objects it keeps, and Python's allocator can
 hand back none of the arenas that hold both: a daemon that had applied 10,008 objects stayed
-near 270 MiB. So a fresh interpreter of this installation does that work (with the daemon's
-``sys.path``; a request on stdin, the answer on stdout) and exits, and its memory goes with it. What comes
-back is only what a pass needs for each environment of the cluster: the packed render, the
-verification targets, the task components and the problems, plus the caches that keep the
-next commit's load and render incremental.
+near 270 MiB. So a fresh interpreter of this installation does that work (with the
+daemon's ``sys.path``; a request on stdin, the answer on stdout) and exits, and its memory
+goes with it. What comes back is only what a pass needs for each environment of the
+cluster: the packed render, the verification targets, the task components and the
+problems, plus the caches that keep the next commit's load and render incremental.
 """
 
 from __future__ import annotations
